@@ -1,0 +1,21 @@
+"""Studio: fine-tune language models with LoRA and QLoRA.
+
+`from studio import LoraConfig, Trainer` is the Python API. Heavy modules load on first use,
+so importing `studio` stays cheap.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["LoraConfig", "Trainer", "RunConfig", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("LoraConfig", "RunConfig"):
+        from studio.core import config
+
+        return getattr(config, name)
+    if name == "Trainer":
+        from studio.core.api import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'studio' has no attribute {name!r}")

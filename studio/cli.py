@@ -1,0 +1,65 @@
+"""The `studio` command. `studio` alone opens the app.
+
+Each subcommand lives in `studio/commands/<name>.py` and is imported only when used, so
+`studio gui` does not pay for torch before the window shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("gui", "data", "train", "chat", "serve")
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Accept `--lora_rank` as well as `--lora-rank` (long options only, value untouched)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio",
+        description="Fine-tune language models with LoRA/QLoRA: desktop app, CLI and API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"studio.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    if not argv:
+        argv = ["gui"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from studio.core.errors import StudioError
+
+    try:
+        return int(args.handler(args) or 0)
+    except StudioError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""The headless engine of Studio. Nothing in here may import Qt (a test enforces it)."""

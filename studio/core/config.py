@@ -1,0 +1,227 @@
+"""Typed configuration: one dataclass per concern, validated on construction.
+
+CLI flags, the GUI forms and `run.yaml` are all views of `RunConfig`. Every field has a
+working default and a docstring-style comment under it. Validation raises `ConfigError`
+naming the field (as the user would spell it in run.yaml, e.g. `lora.r`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studio.core.errors import ConfigError
+
+FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
+TEMPLATES = ("auto", "chatml", "alpaca", "llama2")
+
+
+def _check(cond: bool, field_name: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field_name}: {message}", field=field_name)
+
+
+def _choice(value: Any, allowed: tuple, field_name: str) -> None:
+    _check(value in allowed, field_name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local Hugging Face folder or hub id (e.g. `Qwen/Qwen2.5-0.5B-Instruct`)."""
+    dtype: str = "auto"
+    """auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    device: str = "auto"
+    """auto picks CUDA, then Apple MPS, then CPU."""
+    quant: str = "none"
+    """none, 8bit or 4bit (QLoRA through bitsandbytes, NF4 for 4bit)."""
+    double_quant: bool = True
+    """Quantize the 4-bit quantization constants too (saves ~0.4 bit a parameter)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the model folder. Off unless you trust its source."""
+    allow_pickle: bool = False
+    """Load pickle-based `.bin` weights (can run arbitrary code). Off by default."""
+
+    def __post_init__(self):
+        _choice(self.dtype, ("auto", "float32", "bfloat16", "float16"), "model.dtype")
+        _choice(self.device, ("auto", "cpu", "cuda", "mps"), "model.device")
+        _choice(self.quant, ("none", "8bit", "4bit"), "model.quant")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    """Rank of the low-rank update; higher learns more and costs more memory."""
+    lora_alpha: int = 32
+    """Scale of the update (effective scale alpha/r, or alpha/sqrt(r) with rsLoRA)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: str | list[str] = "all-linear"
+    """`all-linear` or a list of module names such as q_proj, v_proj."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha/sqrt(r)."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+
+    def __post_init__(self):
+        _check(isinstance(self.r, int) and self.r > 0, "lora.r", f"the LoRA rank must be a positive whole number; got {self.r!r}")
+        _check(self.lora_alpha > 0, "lora.lora_alpha", f"must be positive; got {self.lora_alpha!r}")
+        _check(0 <= self.lora_dropout < 1, "lora.lora_dropout", f"must be in [0, 1); got {self.lora_dropout!r}")
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        _check(bool(self.target_modules), "lora.target_modules", "name at least one module, or all-linear")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Training data file: JSON, JSONL, CSV/TSV, Parquet or TXT."""
+    format: str = "auto"
+    """auto, alpaca, sharegpt, messages (OpenAI) or text (continued pre-training)."""
+    columns: dict[str, str] | None = None
+    """For CSV/Parquet: which column is instruction, input, output, system (guessed if unset)."""
+    eval_path: str = ""
+    """A separate validation file; when set, val_split is ignored."""
+    val_split: float = 0.0
+    """Fraction of records held out for validation (seeded)."""
+    template: str = "auto"
+    """auto uses the tokenizer's own chat template; or chatml, alpaca, llama2."""
+    train_on: str = "assistant"
+    """assistant: loss only on assistant turns. all: loss on every token."""
+    overlong: str = "truncate"
+    """What to do with examples longer than seq_len: truncate or drop (counted either way)."""
+
+    def __post_init__(self):
+        _choice(self.format, FORMATS, "data.format")
+        _choice(self.template, TEMPLATES, "data.template")
+        _choice(self.train_on, ("assistant", "all"), "data.train_on")
+        _choice(self.overlong, ("truncate", "drop"), "data.overlong")
+        _check(0 <= self.val_split < 1, "data.val_split", f"must be in [0, 1); got {self.val_split!r}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    """Passes over the training data (fractions allowed)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: use epochs)."""
+    batch_size: int = 4
+    """Rows per micro-batch (with packing, each row holds up to seq_len tokens)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    scheduler: str = "cosine"
+    """cosine, linear or constant (after warmup)."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps spent warming the learning rate up from 0."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this (0 disables clipping)."""
+    seq_len: int = 512
+    """Longest sequence, in tokens."""
+    packing: bool = True
+    """Pack several examples into each row (padding-free; attention stays inside each example)."""
+    eval_every: int = 0
+    """Evaluate every N steps (0: only at the end, when there is validation data)."""
+    save_every: int = 0
+    """Write a checkpoint every N steps (0: none until the end)."""
+    keep_checkpoints: int = 3
+    """Keep the last K checkpoints."""
+    seed: int = 42
+    """Seed for data order, LoRA init and dropout."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% slower."""
+    mixed_precision: str = "auto"
+    """auto (bf16/fp16 autocast on GPU, off on CPU), or off."""
+
+    def __post_init__(self):
+        _check(self.epochs > 0, "train.epochs", f"must be positive; got {self.epochs!r}")
+        _check(self.max_steps >= 0, "train.max_steps", f"must be 0 or more; got {self.max_steps!r}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be at least 1; got {self.batch_size!r}")
+        _check(self.grad_accum >= 1, "train.grad_accum", f"must be at least 1; got {self.grad_accum!r}")
+        _check(self.lr > 0, "train.lr", f"the learning rate must be positive; got {self.lr!r}")
+        _check(self.weight_decay >= 0, "train.weight_decay", f"must be 0 or more; got {self.weight_decay!r}")
+        _choice(self.scheduler, ("cosine", "linear", "constant"), "train.scheduler")
+        _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1); got {self.warmup_ratio!r}")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be 0 or more; got {self.max_grad_norm!r}")
+        _check(self.seq_len >= 8, "train.seq_len", f"must be at least 8 tokens; got {self.seq_len!r}")
+        _check(self.eval_every >= 0, "train.eval_every", f"must be 0 or more; got {self.eval_every!r}")
+        _check(self.save_every >= 0, "train.save_every", f"must be 0 or more; got {self.save_every!r}")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be at least 1; got {self.keep_checkpoints!r}")
+        _choice(self.mixed_precision, ("auto", "off"), "train.mixed_precision")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: str = ""
+    """The run folder (run.yaml, events.jsonl, checkpoints/, adapter/)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        sections = {"model": ModelConfig, "lora": LoraConfig, "data": DataConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in (d or {}).items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value or {}, key)
+            elif key == "output":
+                kwargs["output"] = str(value or "")
+            else:
+                raise ConfigError(f"{key}: unknown section in the config (expected model, lora, data, train, output)", field=key)
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"config: cannot read {p}: {e.strerror or e}", field="config") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config: {p} is not valid YAML: {e}", field="config") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: {p} must hold a mapping with model, lora, data and train sections", field="config")
+        return cls.from_dict(data)
+
+
+def _build(cls, values: dict[str, Any], section: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: must be a mapping of settings", field=section)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{section}.{unknown[0]}: unknown setting (known: {', '.join(sorted(names))})",
+            field=f"{section}.{unknown[0]}",
+        )
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{section}: {e}", field=section) from None
+
+
+def replace_field(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
+    """Return a copy of cfg with `section.name` set to value, validated."""
+    section, _, name = dotted.partition(".")
+    if not name:
+        return dataclasses.replace(cfg, **{section: value})
+    sub = getattr(cfg, section)
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})

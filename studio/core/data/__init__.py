@@ -1,0 +1,1 @@
+"""The data pipeline: file -> records -> examples -> batches."""

@@ -1,0 +1,57 @@
+"""The shapes every importer produces and every later stage reads.
+
+A `Record` is one training sample in a normal form: either a conversation (`messages`, a list
+of {"role": "system"|"user"|"assistant", "content": str}) or plain text (`text`, for
+continued pre-training). `line` is the 1-based line in the source file where it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Record:
+    line: int
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.text is not None
+
+
+@dataclass
+class Problem:
+    """A record that was skipped: where it is, which field, and why."""
+
+    line: int
+    message: str
+    field: str = ""
+    raw: str = ""
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+@dataclass
+class Dataset:
+    """The result of importing one file: every record is either kept or listed in problems."""
+
+    path: str
+    format: str
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    columns: dict[str, str] | None = None
+    """For CSV/Parquet: the column mapping used (role -> column name)."""
+    available_columns: list[str] | None = None
+
+    @property
+    def kept(self) -> int:
+        return len(self.records)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
