@@ -1,0 +1,387 @@
+"""Projects: a folder holding `project.yaml` and a `runs/` folder of run folders.
+
+```
+PROJECT/project.yaml    name, dataset, model, last settings (a RunConfig as a dict)
+PROJECT/runs/RUN/       run.yaml, events.jsonl, checkpoints/, adapter/  (DESIGN.md)
+```
+
+A run folder written by the CLI anywhere on disk opens too (`open_run`). No Qt here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studio.core import paths
+from studio.core.config import RunConfig
+from studio.core.errors import ConfigError, StudioError
+
+PROJECT_FILE = "project.yaml"
+RUN_FILE = "run.yaml"
+EVENTS_FILE = "events.jsonl"
+
+
+@dataclass
+class RunSummary:
+    """What the app lists about one run folder, read without loading anything heavy."""
+
+    folder: Path
+    status: str = "not started"
+    """not started, running, completed, stopped or failed (from the last event)."""
+    step: int = 0
+    total_steps: int = 0
+    final_loss: float | None = None
+    message: str = ""
+    modified: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def config(self) -> RunConfig:
+        return RunConfig.load(self.folder / RUN_FILE)
+
+
+@dataclass
+class Project:
+    folder: Path
+    name: str = ""
+    dataset: str = ""
+    """Path of the training data file."""
+    model: str = ""
+    """Local model folder or hub id."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The last RunConfig used in this project, as a dict (see `config()`)."""
+    created: float = field(default_factory=time.time)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.folder / "runs"
+
+    @property
+    def file(self) -> Path:
+        return self.folder / PROJECT_FILE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "settings": self.settings,
+            "created": self.created,
+        }
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.runs_dir.mkdir(exist_ok=True)
+        tmp = self.file.with_suffix(".yaml.tmp")
+        tmp.write_text(
+            yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        tmp.replace(self.file)
+
+    def config(self) -> RunConfig:
+        """The project's last settings as a RunConfig, with its dataset and model filled in.
+
+        Settings that no longer validate (an older file, a hand edit) fall back to defaults.
+        """
+        try:
+            cfg = RunConfig.from_dict(self.settings) if self.settings else RunConfig()
+        except ConfigError:
+            cfg = RunConfig()
+        if self.dataset and not cfg.data.path:
+            cfg.data.path = self.dataset
+        if self.model and not cfg.model.path:
+            cfg.model.path = self.model
+        return cfg
+
+    def remember(self, cfg: RunConfig) -> None:
+        """Store cfg as the last settings (and its dataset/model), then save."""
+        self.settings = cfg.to_dict()
+        self.settings["output"] = ""
+        self.dataset = cfg.data.path or self.dataset
+        self.model = cfg.model.path or self.model
+        self.save()
+
+    def runs(self) -> list[RunSummary]:
+        """Run folders under runs/, newest first."""
+        if not self.runs_dir.is_dir():
+            return []
+        found = [read_run(p) for p in self.runs_dir.iterdir() if (p / RUN_FILE).is_file()]
+        return sorted(found, key=lambda r: r.modified, reverse=True)
+
+    def new_run_dir(self, prefix: str = "run") -> Path:
+        """A fresh, empty run folder name under runs/ (not created)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = self.runs_dir / f"{prefix}-{stamp}"
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        return path
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
+    return slug or "project"
+
+
+def create_project(
+    name: str, parent: str | Path | None = None, *, dataset: str = "", model: str = ""
+) -> Project:
+    """Make a new project folder `parent/<name>` (parent defaults to the user data dir)."""
+    if not name.strip():
+        raise StudioError("Give the project a name.", field="name")
+    parent = Path(parent) if parent else paths.projects_dir()
+    folder = parent / slugify(name)
+    if (folder / PROJECT_FILE).exists():
+        raise StudioError(
+            f"A project already exists in {folder}; open it or choose another name.", field="name"
+        )
+    project = Project(folder=folder, name=name.strip(), dataset=dataset, model=model)
+    project.save()
+    return project
+
+
+def open_project(folder: str | Path) -> Project:
+    """Open a project folder. A folder without project.yaml but with runs/ is adopted."""
+    folder = Path(folder).expanduser()
+    if folder.is_file() and folder.name == PROJECT_FILE:
+        folder = folder.parent
+    file = folder / PROJECT_FILE
+    if not file.exists():
+        if (folder / "runs").is_dir():
+            return Project(folder=folder, name=folder.name)
+        raise StudioError(f"{folder} is not a Studio project (no {PROJECT_FILE} in it).")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise StudioError(f"Cannot read {file}: {e}") from None
+    if not isinstance(data, dict):
+        raise StudioError(f"{file} must hold a mapping (name, dataset, model, settings).")
+    return Project(
+        folder=folder,
+        name=str(data.get("name") or folder.name),
+        dataset=str(data.get("dataset") or ""),
+        model=str(data.get("model") or ""),
+        settings=data.get("settings") or {},
+        created=float(data.get("created") or 0.0),
+    )
+
+
+def demo_project(parent: str | Path | None = None) -> Project:
+    """The demo project (bundled demo data and model), created on first use."""
+    demo = paths.demo_dir()
+    if not paths.demo_available():
+        raise StudioError(f"The bundled demo is missing: expected data.jsonl and model/ in {demo}.")
+    folder = (Path(parent) if parent else paths.projects_dir()) / "Demo"
+    if (folder / PROJECT_FILE).exists():
+        return open_project(folder)
+    cfg = apply_preset(RunConfig(), "Quick test")
+    cfg.data.path = str(demo / "data.jsonl")
+    cfg.model.path = str(demo / "model")
+    project = Project(folder=folder, name="Demo")
+    project.remember(cfg)
+    return project
+
+
+def read_run(folder: str | Path) -> RunSummary:
+    """Summarise a run folder from its events.jsonl (the last few events are enough)."""
+    folder = Path(folder)
+    run = RunSummary(folder=folder)
+    events_file = folder / EVENTS_FILE
+    probe = events_file if events_file.exists() else folder / RUN_FILE
+    run.modified = probe.stat().st_mtime if probe.exists() else 0.0
+    if not events_file.exists():
+        return run
+    for line in events_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a torn last line from a kill mid-write
+        kind = ev.get("type")
+        if kind == "start":
+            run.status, run.total_steps = "running", int(ev.get("total_steps") or 0)
+        elif kind == "step":
+            run.step, run.final_loss = int(ev.get("step") or 0), ev.get("loss")
+        elif kind == "done":
+            run.status = ev.get("status") or "completed"
+            run.final_loss = ev.get("final_loss", run.final_loss)
+        elif kind == "error":
+            run.status, run.message = "failed", str(ev.get("message") or "")
+    return run
+
+
+def open_run(folder: str | Path) -> RunSummary:
+    folder = Path(folder).expanduser()
+    if not (folder / RUN_FILE).is_file():
+        raise StudioError(f"{folder} is not a run folder (no {RUN_FILE} in it).")
+    return read_run(folder)
+
+
+# --- presets --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    """What it does, in plain words."""
+    train: dict[str, Any]
+    lora: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "Quick test",
+            "A few minutes: 30 steps at a small rank. Checks that the data, the template and "
+            "the model work together before you spend real time. The model learns little.",
+            train={
+                "max_steps": 30,
+                "epochs": 1.0,
+                "lr": 3e-4,
+                "seq_len": 512,
+                "batch_size": 2,
+                "grad_accum": 1,
+            },
+            lora={"r": 8, "lora_alpha": 16},
+        ),
+        Preset(
+            "Balanced",
+            "One pass over your data with sensible settings. A good first real run for most "
+            "datasets of a few thousand examples.",
+            train={
+                "max_steps": 0,
+                "epochs": 1.0,
+                "lr": 2e-4,
+                "seq_len": 1024,
+                "batch_size": 4,
+                "grad_accum": 2,
+            },
+            lora={"r": 16, "lora_alpha": 32},
+        ),
+        Preset(
+            "Thorough",
+            "Three passes, a higher rank and longer sequences, with a checkpoint every 200 steps. "
+            "Learns the most; takes several times longer and needs more memory.",
+            train={
+                "max_steps": 0,
+                "epochs": 3.0,
+                "lr": 1e-4,
+                "seq_len": 2048,
+                "batch_size": 4,
+                "grad_accum": 4,
+                "save_every": 200,
+            },
+            lora={"r": 32, "lora_alpha": 64},
+        ),
+    )
+}
+DEFAULT_PRESET = "Balanced"
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """A copy of cfg with the preset's training and LoRA settings."""
+    if name not in PRESETS:
+        raise ConfigError(
+            f"preset: must be one of {', '.join(PRESETS)}; got {name!r}", field="preset"
+        )
+    p = PRESETS[name]
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, **p.train),
+        lora=dataclasses.replace(cfg.lora, **p.lora),
+    )
+
+
+# --- the equivalent command line -------------------------------------------------------
+
+# run.yaml field -> `studio train` flag (the flags of issue 3). Fields without a flag travel
+# in `--config run.yaml`.
+FLAGS: dict[str, str] = {
+    "model.path": "--model",
+    "data.path": "--data",
+    "output": "--output",
+    "data.format": "--format",
+    "train.epochs": "--epochs",
+    "train.max_steps": "--max-steps",
+    "train.batch_size": "--batch-size",
+    "train.grad_accum": "--grad-accum",
+    "train.lr": "--lr",
+    "train.seq_len": "--seq-len",
+    "lora.r": "--lora-rank",
+    "lora.lora_alpha": "--lora-alpha",
+    "lora.lora_dropout": "--lora-dropout",
+    "lora.target_modules": "--target-modules",
+    "model.quant": "--quant",
+    "train.packing": "--packing",
+    "data.val_split": "--val-split",
+    "data.eval_path": "--eval-data",
+    "train.eval_every": "--eval-every",
+    "train.save_every": "--save-every",
+    "train.seed": "--seed",
+    "train.gradient_checkpointing": "--gradient-checkpointing",
+    "model.device": "--device",
+}
+_ALWAYS = ("model.path", "data.path", "output")
+
+
+def _flat(cfg: RunConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def changed_without_flag(cfg: RunConfig) -> list[str]:
+    """Non-default settings that have no `studio train` flag (they need --config)."""
+    mine, default = _flat(cfg), _flat(RunConfig())
+    return [k for k, v in mine.items() if k not in FLAGS and v != default.get(k)]
+
+
+def command_line(cfg: RunConfig, config_path: str | Path | None = None) -> str:
+    """The `studio train ...` command equivalent to cfg (flags only for non-default values).
+
+    When some changed setting has no flag and `config_path` is given, the command starts
+    from `--config config_path` so it stays exactly equivalent.
+    """
+    mine, default = _flat(cfg), _flat(RunConfig())
+    parts = ["studio", "train"]
+    if config_path and changed_without_flag(cfg):
+        parts += ["--config", str(config_path)]
+    for key, flag in FLAGS.items():
+        value = mine[key]
+        if key not in _ALWAYS and value == default[key]:
+            continue
+        if key in _ALWAYS and not value:
+            continue
+        if isinstance(value, bool):
+            if flag == "--packing":
+                parts.append("--packing" if value else "--no-packing")
+            elif value:
+                parts.append(flag)
+            continue
+        parts += [flag, _fmt(value)]
+    return shlex.join(parts)
