@@ -1,0 +1,120 @@
+"""Atomic checkpoints: written to a temporary folder, then renamed into place.
+
+A kill at any moment leaves the previous checkpoint whole. A checkpoint holds the adapter
+(standard PEFT layout), optimizer and scheduler state, RNG state and `state.json` (step and
+data position). `state.json` is written last, so a folder without it is never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+CKPT_PREFIX = "step-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CKPT_PREFIX}{step:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_folder(final: Path, write) -> Path:
+    """Call write(tmp_dir), then rename tmp_dir to `final` (replacing an older one)."""
+    final = Path(final)
+    tmp = final.parent / f".tmp-{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    if final.exists():
+        old = final.parent / f".old-{final.name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None) -> Path:
+    import torch
+
+    def write(tmp: Path):
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2))
+
+    return atomic_folder(Path(ckpt_dir) / checkpoint_name(step), write)
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Whole checkpoints, oldest first."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    found = [p for p in d.iterdir() if p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = list_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in Path(ckpt_dir).glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_state(ckpt: Path) -> dict:
+    return json.loads((Path(ckpt) / "state.json").read_text())
+
+
+def load_training_state(ckpt: Path, model, optimizer, scheduler, scaler=None) -> dict:
+    """Restore adapter weights, optimizer, scheduler and RNG from a checkpoint."""
+    import torch
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    weights = load_file(str(ckpt / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, weights)
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if scaler is not None and (ckpt / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
+    return read_state(ckpt)

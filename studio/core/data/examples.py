@@ -1,0 +1,133 @@
+"""Records -> examples: render the template, tokenise, mask the labels, handle over-long ones.
+
+An `Example` holds `input_ids` and `labels` of equal length; a label is -100 where the
+token carries no loss. By default only assistant turns (each with its end-of-turn marker)
+carry loss; `train_on="all"` trains on every token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studio.core.data.records import Record
+from studio.core.data.templates import ChatTemplate
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    line: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+@dataclass
+class ExampleStats:
+    total: int = 0
+    truncated: int = 0
+    """Examples cut to seq_len (overlong="truncate")."""
+    dropped: int = 0
+    """Examples left out because they were longer than seq_len (overlong="drop")."""
+    no_labels: int = 0
+    """Examples left out because nothing in them carries loss after truncation."""
+    lengths: list[int] = field(default_factory=list)
+    """Token length of every record before truncation (for histograms)."""
+    dropped_lines: list[int] = field(default_factory=list)
+
+    def summary(self, seq_len: int) -> str:
+        parts = [f"{self.total - self.dropped - self.no_labels} examples"]
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated to {seq_len} tokens")
+        if self.dropped:
+            parts.append(f"{self.dropped} longer than {seq_len} tokens dropped")
+        if self.no_labels:
+            parts.append(f"{self.no_labels} with no trainable tokens left out")
+        return ", ".join(parts)
+
+
+def record_segments(record: Record, template: ChatTemplate, eos: str) -> list[tuple[str, bool]]:
+    if record.is_text:
+        return [(record.text + eos, True)]
+    return template.segments(record.messages)
+
+
+def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], train_on: str = "assistant") -> Example:
+    texts = [t for t, _ in segments]
+    pieces = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return _join(pieces, [tr for _, tr in segments], train_on)
+
+
+def _join(pieces, trained_flags, train_on: str) -> Example:
+    ids: list[int] = []
+    labels: list[int] = []
+    for piece, trained in zip(pieces, trained_flags, strict=True):
+        ids += piece
+        labels += piece if (trained or train_on == "all") else [IGNORE] * len(piece)
+    return Example(ids, labels)
+
+
+def build_examples(
+    records: list[Record],
+    tokenizer,
+    template: ChatTemplate,
+    seq_len: int,
+    train_on: str = "assistant",
+    overlong: str = "truncate",
+    chunk: int = 512,
+) -> tuple[list[Example], ExampleStats]:
+    """Tokenise every record; over-long ones are truncated or dropped and counted."""
+    eos = tokenizer.eos_token or ""
+    stats = ExampleStats(total=len(records))
+    examples: list[Example] = []
+    for start in range(0, len(records), chunk):
+        batch = records[start : start + chunk]
+        segs = [record_segments(r, template, eos) for r in batch]
+        flat = [t for s in segs for t, _ in s]
+        # One batched call is much faster than a call per segment.
+        pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        pos = 0
+        for record, s in zip(batch, segs, strict=True):
+            ex = _join(pieces[pos : pos + len(s)], [tr for _, tr in s], train_on)
+            pos += len(s)
+            ex.line = record.line
+            stats.lengths.append(len(ex))
+            if len(ex) > seq_len:
+                if overlong == "drop":
+                    stats.dropped += 1
+                    stats.dropped_lines.append(record.line)
+                    continue
+                stats.truncated += 1
+                ex.input_ids, ex.labels = ex.input_ids[:seq_len], ex.labels[:seq_len]
+            # The first token is never predicted (nothing comes before it), so a label on it
+            # is meaningless; an example with no other label cannot teach anything.
+            if not any(x != IGNORE for x in ex.labels[1:]):
+                stats.no_labels += 1
+                stats.dropped_lines.append(record.line)
+                continue
+            examples.append(ex)
+    return examples, stats
+
+
+def render_marked(example: Example, tokenizer) -> list[tuple[str, bool]]:
+    """Decode an example into runs of text, each marked whether it carries loss."""
+    runs: list[tuple[str, bool]] = []
+    current: list[int] = []
+    flag = None
+    for tok, lab in zip(example.input_ids, example.labels, strict=True):
+        trained = lab != IGNORE
+        if flag is not None and trained != flag:
+            runs.append((tokenizer.decode(current), flag))
+            current = []
+        current.append(tok)
+        flag = trained
+    if current:
+        runs.append((tokenizer.decode(current), bool(flag)))
+    return runs

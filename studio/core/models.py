@@ -1,0 +1,225 @@
+"""Load a base model and its tokenizer, safely.
+
+A local Hugging Face folder or a hub id. `trust_remote_code` stays off unless asked, and
+pickle-based `.bin` weights are refused unless `allow_pickle` (they can run code on load).
+Heavy imports happen inside the functions so the GUI can import this module for free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.core.config import ModelConfig
+from studio.core.errors import ModelError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def is_local(path: str) -> bool:
+    """A path (absolute, relative, ~) rather than a hub id like `org/name`."""
+    p = str(path)
+    return (
+        Path(p).expanduser().exists()
+        or p.startswith((".", "/", "~", "\\"))
+        or (len(p) > 1 and p[1] == ":")
+        or p.count("/") > 1
+    )
+
+
+def check_local_folder(path: str, allow_pickle: bool = False) -> Path:
+    """Raise a ModelError naming what is missing from a model folder."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelError(f"model.path: no such folder: {folder}", field="model.path")
+    if not folder.is_dir():
+        raise ModelError(f"model.path: {folder} is a file; give the model's folder", field="model.path")
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"model.path: {folder} has no config.json; it is not a Hugging Face model folder",
+            field="model.path",
+        )
+    names = {p.name for p in folder.iterdir()}
+    has_safetensors = any(n.endswith(".safetensors") for n in names)
+    has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in names)
+    if not has_safetensors:
+        if has_pickle and not allow_pickle:
+            raise ModelError(
+                f"model.path: {folder} holds only pickle-based weights (.bin), which can run "
+                "arbitrary code when loaded; convert them to safetensors, or pass --allow-pickle "
+                "if you trust their source",
+                field="model.allow_pickle",
+            )
+        if not has_pickle:
+            raise ModelError(f"model.path: {folder} has no weights (*.safetensors)", field="model.path")
+    if not any(n in names for n in TOKENIZER_FILES):
+        raise ModelError(
+            f"model.path: {folder} has no tokenizer (tokenizer.json or tokenizer_config.json)",
+            field="model.path",
+        )
+    return folder
+
+
+def read_config(path: str) -> dict:
+    p = Path(path).expanduser() / "config.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model.path: cannot read {p}: {e}", field="model.path") from None
+
+
+def context_length(config: dict) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    text = config.get("text_config")
+    return context_length(text) if isinstance(text, dict) else None
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device: CUDA was asked for but no CUDA GPU is available", field="model.device")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("model.device: MPS was asked for but is not available", field="model.device")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _hub_kwargs(cfg: ModelConfig) -> dict:
+    return {"trust_remote_code": cfg.trust_remote_code}
+
+
+def _wrap_load_error(e: Exception, path: str) -> ModelError:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "trust_remote_code" in str(e):
+        return ModelError(
+            f"model.trust_remote_code: {path} needs code from its own folder to load; "
+            "pass --trust-remote-code only if you trust its source",
+            field="model.trust_remote_code",
+        )
+    if not is_local(path):
+        return ModelError(
+            f"model.path: could not fetch {path!r} from the Hugging Face hub ({msg}). "
+            "Check the id and your connection, or give a local folder.",
+            field="model.path",
+        )
+    return ModelError(f"model.path: could not load {path}: {msg}", field="model.path")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if is_local(path):
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model.path: no such folder: {folder}", field="model.path")
+        if not any((folder / n).exists() for n in TOKENIZER_FILES):
+            raise ModelError(
+                f"model.path: {folder} has no tokenizer (tokenizer.json or tokenizer_config.json)",
+                field="model.path",
+            )
+        path = str(folder)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # transformers raises many types; the user needs one sentence
+        raise _wrap_load_error(e, path) from None
+    if tok.pad_token is None:
+        # Padding positions never carry loss, so reusing EOS as the pad token is safe.
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    device: str
+    dtype: object
+    quant: str
+    path: str
+
+
+def quantization_config(cfg: ModelConfig, compute_dtype):
+    if cfg.quant == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
+    """Load the base model (optionally 4/8-bit) on the resolved device and dtype."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoModelForCausalLM
+
+    path = cfg.path
+    if not path:
+        raise ModelError("model.path: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path")
+    if is_local(path):
+        path = str(check_local_folder(path, cfg.allow_pickle))
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code) if with_tokenizer else None
+    kwargs = dict(_hub_kwargs(cfg), dtype=dtype)
+    if not cfg.allow_pickle:
+        kwargs["use_safetensors"] = True
+    qconf = quantization_config(cfg, dtype)
+    if qconf is not None:
+        kwargs["quantization_config"] = qconf
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ImportError as e:
+        raise ModelError(f"model.quant: {cfg.quant} loading needs bitsandbytes: {e}", field="model.quant") from None
+    except Exception as e:
+        raise _wrap_load_error(e, path) from None
+    if qconf is None:
+        model.to(device)
+    return LoadedModel(model, tokenizer, device, dtype, cfg.quant, path)
+
+
+def linear_module_names(model) -> list[str]:
+    """Candidate LoRA targets: last name parts of the linear layers, lm_head excluded."""
+    import torch
+
+    names = set()
+    linear_types = [torch.nn.Linear]
+    try:
+        import bitsandbytes as bnb
+
+        linear_types += [bnb.nn.Linear4bit, bnb.nn.Linear8bitLt]
+    except Exception:  # bitsandbytes is optional at this point
+        pass
+    for name, module in model.named_modules():
+        if isinstance(module, tuple(linear_types)) and not name.endswith("lm_head"):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
