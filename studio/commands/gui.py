@@ -1,10 +1,17 @@
-"""`studio gui` (being built)."""
+"""`studio gui` (and `studio` alone): open the desktop app."""
 
 
 def add_parser(sub):
-    p = sub.add_parser("gui", help="(being built)")
+    p = sub.add_parser("gui", help="open the desktop app (the default command)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="open the window, print the time to its first paint (from process start) and exit",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    raise SystemExit("studio gui is not available yet")
+    from studio.gui.app import main
+
+    return main(smoke=args.smoke)

@@ -40,6 +40,8 @@ class ModelInfo:
     path: str
     """The folder the facts were read from (a snapshot folder for hub ids)."""
     name: str = ""
+    source: str = ""
+    """The folder or hub id as the user gave it (what goes into run.yaml)."""
     architecture: str = ""
     model_type: str = ""
     num_params: int = 0
@@ -181,6 +183,7 @@ def read_model_info(
     info = ModelInfo(
         path=str(folder),
         name=path_or_id if not Path(path_or_id).expanduser().is_dir() else folder.name,
+        source=path_or_id if not Path(path_or_id).expanduser().is_dir() else str(folder),
         architecture=archs[0] if archs else "",
         model_type=str(cfg.get("model_type") or ""),
         hidden_size=int(

@@ -1,0 +1,258 @@
+"""The main window: a sidebar of pages, a status bar (device, running job), shortcuts, and
+persistence of geometry and recent projects. Pages are registrable: `add_page(name, widget)`.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from studio.core.errors import StudioError
+from studio.core.model_info import human_bytes
+from studio.gui import settings, workers
+from studio.gui.pages.data import DataPage
+from studio.gui.pages.home import HomePage
+from studio.gui.pages.model import ModelPage
+from studio.gui.pages.placeholder import PlaceholderPage
+from studio.gui.pages.train import TrainPage
+from studio.gui.state import AppState, probe_device
+
+PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, *, probe: bool = True, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Studio")
+        self.state = AppState(self)
+        self.pages: dict[str, QWidget] = {}
+        self.wizard = None
+
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        self.sidebar = QListWidget()
+        self.sidebar.setFixedWidth(150)
+        self.sidebar.setIconSize(QSize(1, 1))
+        self.sidebar.setStyleSheet(
+            "QListWidget { border: none; padding-top: 8px; } QListWidget::item { padding: 10px 16px; }"
+        )
+        self.stack = QStackedWidget()
+        self.stack.setContentsMargins(12, 12, 12, 12)
+        row.addWidget(self.sidebar)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.sidebar.currentRowChanged.connect(self._page_selected)
+
+        self.home = HomePage(self.state)
+        self.add_page("Home", self.home)
+        self.add_page("Data", DataPage(self.state))
+        self.add_page("Model", ModelPage(self.state))
+        self.add_page("Train", TrainPage(self.state))
+        self.add_page(
+            "Chat",
+            PlaceholderPage(
+                "Chat", "Talk to the fine-tuned model, side by side with the base model."
+            ),
+        )
+        self.add_page(
+            "Export",
+            PlaceholderPage(
+                "Export",
+                "Merge the adapter, quantize it and export to Hugging Face safetensors, GGUF or Ollama.",
+            ),
+        )
+        self.home.new_run_requested.connect(self.new_fine_tune)
+        self.home.open_requested.connect(self.open_project_dialog)
+        self.home.demo_requested.connect(self.open_demo)
+        self.home.new_project_requested.connect(self.new_project_dialog)
+        self.home.recent_chosen.connect(self.open_project)
+
+        self.device_label = QLabel("Device: detecting…")
+        self.job_label = QLabel("No job running")
+        self.statusBar().addWidget(self.job_label, 1)
+        self.statusBar().addPermanentWidget(self.device_label)
+        self.state.job_changed.connect(
+            lambda text: self.job_label.setText(text or "No job running")
+        )
+        self.state.device_changed.connect(self._device_changed)
+        self._make_actions()
+        self.sidebar.setCurrentRow(0)
+        self._restore()
+        if probe:  # after the first paint: importing torch takes a while
+            QTimer.singleShot(300, self._start_probe)
+
+    # --- pages ------------------------------------------------------------------------
+
+    def add_page(self, name: str, widget: QWidget) -> None:
+        """Add (or replace) a page; later work registers the full Train/Chat/Export pages."""
+        if name in self.pages:
+            old = self.pages[name]
+            index = self.stack.indexOf(old)
+            self.stack.removeWidget(old)
+            self.stack.insertWidget(index, widget)
+            old.deleteLater()
+        else:
+            self.stack.addWidget(widget)
+            self.sidebar.addItem(QListWidgetItem(name))
+        self.pages[name] = widget
+
+    def show_page(self, name: str) -> None:
+        self.sidebar.setCurrentRow(list(self.pages).index(name))
+
+    def current_page(self) -> str:
+        return list(self.pages)[self.sidebar.currentRow()]
+
+    def _page_selected(self, row: int) -> None:
+        if row >= 0:
+            self.stack.setCurrentWidget(list(self.pages.values())[row])
+
+    def _make_actions(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        for text, keys, slot in (
+            ("&New fine-tune…", QKeySequence.StandardKey.New, self.new_fine_tune),
+            ("&Open project…", QKeySequence.StandardKey.Open, self.open_project_dialog),
+            ("New &project…", "Ctrl+Shift+N", self.new_project_dialog),
+            ("Open the &demo project", "Ctrl+D", self.open_demo),
+            (
+                "&Import data…",
+                "Ctrl+I",
+                lambda: (self.show_page("Data"), self.pages["Data"].browse()),
+            ),
+            ("&Quit", QKeySequence.StandardKey.Quit, self.close),
+        ):
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(keys))
+            action.triggered.connect(slot)
+            menu.addAction(action)
+            self.addAction(action)
+        go = self.menuBar().addMenu("&Go")
+        for i, name in enumerate(PAGE_ORDER, start=1):
+            action = QAction(name, self)
+            action.setShortcut(QKeySequence(f"Ctrl+{i}"))
+            action.triggered.connect(lambda _=False, n=name: self.show_page(n))
+            go.addAction(action)
+            self.addAction(action)
+
+    # --- projects -------------------------------------------------------------------
+
+    def open_project(self, folder: str) -> None:
+        from studio.core.project import open_project
+
+        try:
+            project = open_project(folder)
+        except StudioError as e:
+            QMessageBox.warning(self, "Cannot open project", e.message)
+            return
+        self._set_project(project)
+
+    def _set_project(self, project) -> None:
+        settings.add_recent_project(project.folder)
+        self.state.set_project(project)
+        self.setWindowTitle(f"{project.name} — Studio")
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a project folder")
+        if folder:
+            self.open_project(folder)
+
+    def new_project_dialog(self) -> None:
+        from studio.core.project import create_project
+
+        name, ok = QInputDialog.getText(self, "New project", "Project name:")
+        if not ok:
+            return
+        try:
+            self._set_project(create_project(name))
+        except StudioError as e:
+            QMessageBox.warning(self, "Cannot create project", e.message)
+
+    def open_demo(self) -> None:
+        from studio.core.project import demo_project
+
+        try:
+            self._set_project(demo_project())
+        except StudioError as e:
+            QMessageBox.warning(self, "Demo not available", e.message)
+
+    def new_fine_tune(self) -> None:
+        from studio.gui.wizard import NewRunWizard
+
+        if self.wizard is not None:
+            self.wizard.raise_()
+            return
+        self.wizard = NewRunWizard(self.state, self)
+        self.wizard.run_started.connect(self._run_started)
+        self.wizard.finished.connect(self._wizard_closed)
+        self.wizard.show()
+
+    def _wizard_closed(self, _result) -> None:
+        self.wizard.deleteLater()
+        self.wizard = None
+
+    def _run_started(self, run) -> None:
+        if self.state.project is not None:
+            settings.add_recent_project(self.state.project.folder)
+            self.setWindowTitle(f"{self.state.project.name} — Studio")
+        self.pages["Train"].show_run(run)
+        self.state.set_job(f"Training {run.run_dir.name}")
+        self.show_page("Train")
+        self.home.refresh()
+
+    # --- device -----------------------------------------------------------------------
+
+    def _start_probe(self) -> None:
+        workers.run_task(self, probe_device, on_done=self._probed, on_error=self._probe_failed)
+
+    def _probed(self, result) -> None:
+        self.state.set_device(*result)
+
+    def _probe_failed(self, error) -> None:
+        self.state.set_device(f"unknown ({error})", None, False)
+
+    def _device_changed(self) -> None:
+        s = self.state
+        memory = (
+            f" · {human_bytes(s.device_total)}" + ("" if s.on_gpu else " RAM")
+            if s.device_total
+            else ""
+        )
+        self.device_label.setText(f"Device: {s.device_name}{memory}")
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        geometry = settings.get("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1200, 780)
+        page = settings.get("window/page", "Home")
+        if page in self.pages:
+            self.show_page(page)
+
+    def closeEvent(self, event) -> None:
+        settings.put("window/geometry", self.saveGeometry())
+        settings.put("window/page", self.current_page())
+        if self.wizard is not None:
+            self.wizard.close()
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop timers and wait for worker threads (a training child process keeps running)."""
+        self.pages["Train"].shutdown()
+        workers.wait_all()

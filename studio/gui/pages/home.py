@@ -1,0 +1,126 @@
+"""The Home page: start a fine-tune, open a project or the demo, recent projects, runs."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.core import paths
+from studio.gui import settings, theme
+
+
+class HomePage(QWidget):
+    new_run_requested = Signal()
+    open_requested = Signal()
+    demo_requested = Signal()
+    new_project_requested = Signal()
+    recent_chosen = Signal(str)
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        layout = QVBoxLayout(self)
+        heading = QLabel("Welcome to Studio")
+        heading.setFont(theme.title_font(1.8))
+        intro = QLabel(
+            "Fine-tune a language model on your own data: import a file, pick a model, "
+            "choose how hard to train, and watch it learn. Every problem with the data is "
+            "shown before training starts."
+        )
+        intro.setWordWrap(True)
+        layout.addWidget(heading)
+        layout.addWidget(intro)
+
+        buttons = QHBoxLayout()
+        self.new_button = QPushButton("New fine-tune…")
+        self.new_button.setDefault(True)
+        self.new_button.setToolTip("Ctrl+N: a guided wizard from data to a running training")
+        self.open_button = QPushButton("Open project…")
+        self.open_button.setToolTip("Ctrl+O: a project folder, or a run folder from the CLI")
+        self.project_button = QPushButton("New project…")
+        self.demo_button = QPushButton("Open the demo project")
+        if not paths.demo_available():
+            self.demo_button.setEnabled(False)
+            self.demo_button.setToolTip(f"The bundled demo is missing from {paths.demo_dir()}")
+        else:
+            self.demo_button.setToolTip(
+                "A small instruction dataset and a tiny model: trains in minutes on a CPU"
+            )
+        for b in (self.new_button, self.open_button, self.project_button, self.demo_button):
+            b.setMinimumHeight(36)
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.new_button.clicked.connect(self.new_run_requested)
+        self.open_button.clicked.connect(self.open_requested)
+        self.demo_button.clicked.connect(self.demo_requested)
+        self.project_button.clicked.connect(self.new_project_requested)
+
+        columns = QHBoxLayout()
+        recent_box = QGroupBox("Recent projects")
+        rl = QVBoxLayout(recent_box)
+        self.recent = QListWidget()
+        self.recent.itemActivated.connect(
+            lambda item: self.recent_chosen.emit(item.data(Qt.ItemDataRole.UserRole))
+        )
+        rl.addWidget(self.recent)
+        self.project_box = QGroupBox("Current project")
+        pl = QVBoxLayout(self.project_box)
+        self.project_label = QLabel("No project open.")
+        self.project_label.setWordWrap(True)
+        self.project_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.runs = QTableWidget(0, 4)
+        self.runs.setHorizontalHeaderLabels(["Run", "Status", "Step", "Loss"])
+        self.runs.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.runs.verticalHeader().setVisible(False)
+        self.runs.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        pl.addWidget(self.project_label)
+        pl.addWidget(self.runs, 1)
+        columns.addWidget(recent_box, 1)
+        columns.addWidget(self.project_box, 2)
+        layout.addLayout(columns, 1)
+        state.project_changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_args) -> None:
+        self.recent.clear()
+        for folder in settings.recent_projects():
+            item = QListWidgetItem(folder)
+            item.setData(Qt.ItemDataRole.UserRole, folder)
+            self.recent.addItem(item)
+        if self.recent.count() == 0:
+            item = QListWidgetItem("No recent projects yet.")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.recent.addItem(item)
+        project = self.state.project
+        self.runs.setRowCount(0)
+        if project is None:
+            self.project_label.setText(
+                "No project open. Start a new fine-tune or open the demo project."
+            )
+            return
+        lines = [f"<b>{project.name}</b> — {project.folder}"]
+        if project.dataset:
+            lines.append(f"Data: {project.dataset}")
+        if project.model:
+            lines.append(f"Model: {project.model}")
+        self.project_label.setText("<br>".join(lines))
+        runs = project.runs()
+        self.runs.setRowCount(len(runs))
+        for row, run in enumerate(runs):
+            loss = "" if run.final_loss is None else f"{run.final_loss:.4f}"
+            step = f"{run.step}/{run.total_steps}" if run.total_steps else ""
+            for col, text in enumerate((run.name, run.status, step, loss)):
+                self.runs.setItem(row, col, QTableWidgetItem(text))

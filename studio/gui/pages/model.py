@@ -1,0 +1,224 @@
+"""The Model page: choose a local folder, a hub id or a cached model; show its facts and
+the memory estimate for the current settings. Reading metadata runs off the GUI thread.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.core import model_info
+from studio.gui import settings, theme
+from studio.gui.workers import run_task
+
+
+def _read_info(source: str, allow_network: bool):
+    return model_info.read_model_info(source, allow_network=allow_network)
+
+
+class ModelPage(QWidget):
+    loaded = Signal(object)
+    """Emitted with the ModelInfo when a model's details have been read."""
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self._task = None
+        layout = QVBoxLayout(self)
+        heading = QLabel("Model")
+        heading.setFont(theme.title_font())
+        layout.addWidget(heading)
+
+        choose = QGroupBox("Choose a model")
+        cl = QFormLayout(choose)
+        row = QHBoxLayout()
+        self.source = QLineEdit()
+        self.source.setPlaceholderText(
+            "A model folder, or a Hugging Face hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+        )
+        self.source.returnPressed.connect(self.load)
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self.browse)
+        self.load_button = QPushButton("Show details")
+        self.load_button.clicked.connect(self.load)
+        self.fetch_button = QPushButton("Fetch from hub")
+        self.fetch_button.setToolTip(
+            "Download the config and tokenizer files of a hub id (needs the internet)"
+        )
+        self.fetch_button.clicked.connect(lambda: self.load(allow_network=True))
+        for w in (self.source, browse, self.load_button, self.fetch_button):
+            row.addWidget(w, 1 if w is self.source else 0)
+        cl.addRow("Folder or hub id", row)
+        self.cache = QComboBox()
+        self.cache.addItem("Looking in the Hugging Face cache…")
+        self.cache.setEnabled(False)
+        self.cache.activated.connect(self._cache_chosen)
+        cl.addRow("Already downloaded", self.cache)
+        layout.addWidget(choose)
+
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumHeight(8)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
+        layout.addWidget(self.busy)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet(f"color: {theme.error_color().name()}")
+        self.error.hide()
+        layout.addWidget(self.error)
+
+        facts = QGroupBox("About this model")
+        fl = QFormLayout(facts)
+        self.fields: dict[str, QLabel] = {}
+        for key in (
+            "Architecture",
+            "Parameters",
+            "Context length",
+            "Chat template",
+            "LoRA targets",
+            "Notes",
+        ):
+            label = QLabel("—")
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.fields[key] = label
+            fl.addRow(key, label)
+        layout.addWidget(facts)
+
+        mem = QGroupBox("Memory needed to train")
+        ml = QVBoxLayout(mem)
+        self.memory = QLabel("Choose a model to see how much memory training needs.")
+        self.memory.setWordWrap(True)
+        ml.addWidget(self.memory)
+        layout.addWidget(mem)
+        layout.addStretch(1)
+
+        state.config_changed.connect(self.update_estimate)
+        state.device_changed.connect(self.update_estimate)
+        state.project_changed.connect(self._project_changed)
+        run_task(
+            self,
+            model_info.list_cached_models,
+            on_done=self._cache_listed,
+            on_error=self._cache_failed,
+        )
+        last = state.config.model.path or settings.get("model/last", "")
+        if last:
+            self.source.setText(str(last))
+
+    # --- choosing -------------------------------------------------------------------
+
+    def browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)")
+        if folder:
+            self.source.setText(folder)
+            self.load()
+
+    def _cache_listed(self, models) -> None:
+        self.cache.clear()
+        if not models:
+            self.cache.addItem("No models in the local Hugging Face cache")
+            self.cache.setEnabled(False)
+            return
+        self.cache.addItem("Choose a downloaded model…", None)
+        for m in models:
+            self.cache.addItem(f"{m.repo_id}  ({model_info.human_bytes(m.size_bytes)})", m.repo_id)
+        self.cache.setEnabled(True)
+
+    def _cache_failed(self, _error) -> None:
+        self._cache_listed([])
+
+    def _cache_chosen(self, index: int) -> None:
+        repo = self.cache.itemData(index)
+        if repo:
+            self.source.setText(repo)
+            self.load()
+
+    def _project_changed(self, project) -> None:
+        if project is not None and project.model:
+            self.source.setText(project.model)
+            self.load()
+
+    def load(self, allow_network: bool = False) -> None:
+        source = self.source.text().strip()
+        if not source:
+            self._show_error("Choose a model folder or type a hub id first.")
+            return
+        if self._task is not None:
+            self._task.cancel()
+        self.error.hide()
+        self.busy.show()
+        self.load_button.setEnabled(False)
+        self._task = run_task(
+            self, _read_info, source, allow_network, on_done=self._loaded, on_error=self._failed
+        )
+
+    def _loaded(self, info) -> None:
+        self._task = None
+        self.busy.hide()
+        self.load_button.setEnabled(True)
+        settings.put("model/last", info.source)
+        self.show_info(info)
+        self.state.set_model(info)
+        self.loaded.emit(info)
+
+    def _failed(self, error) -> None:
+        self._task = None
+        self.busy.hide()
+        self.load_button.setEnabled(True)
+        self._show_error(str(error))
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.show()
+
+    # --- showing --------------------------------------------------------------------
+
+    def show_info(self, info) -> None:
+        f = self.fields
+        f["Architecture"].setText(
+            f"{info.architecture or '?'} ({info.model_type or 'unknown type'})"
+        )
+        f["Parameters"].setText(
+            f"{info.num_params / 1e6:,.1f} M ({info.num_layers} layers, hidden size {info.hidden_size})"
+        )
+        f["Context length"].setText(
+            f"{info.context_length:,} tokens" if info.context_length else "not stated"
+        )
+        f["Chat template"].setText(
+            "yes, from the tokenizer" if info.chat_template else "no (a built-in template is used)"
+        )
+        f["LoRA targets"].setText(", ".join(info.target_modules) or "none found")
+        f["Notes"].setText("\n".join(info.notes) or "—")
+        self.update_estimate()
+
+    def update_estimate(self, *_args) -> None:
+        info = self.state.model_info
+        if info is None:
+            return
+        est = model_info.estimate_memory(
+            info, self.state.config, self.state.device_total, on_gpu=self.state.on_gpu
+        )
+        text = est.summary().replace("; ", ";\n", 1)
+        self.memory.setText(f"{text}\nDevice: {self.state.device_name}")
+        color = (
+            theme.error_color()
+            if est.fits is False
+            else theme.ok_color()
+            if est.fits
+            else theme.muted_color()
+        )
+        self.memory.setStyleSheet(f"color: {color.name()}")

@@ -1,0 +1,87 @@
+"""What the pages share: the open project, the imported dataset, the chosen model, the
+current settings and the device. Pages read it and listen to its signals; no page reaches
+into another page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import QObject, Signal
+
+from studio.core.config import RunConfig
+from studio.core.project import Project
+
+
+def probe_device() -> tuple[str, int | None, bool]:
+    """(name, memory in bytes, is_gpu). Runs on a worker thread: it imports torch."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return props.name, int(props.total_memory), True
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        import psutil
+
+        return "Apple GPU (MPS)", int(psutil.virtual_memory().total), True
+    import psutil
+
+    return "CPU", int(psutil.virtual_memory().total), False
+
+
+class AppState(QObject):
+    project_changed = Signal(object)
+    dataset_changed = Signal(object)
+    model_changed = Signal(object)
+    config_changed = Signal(object)
+    device_changed = Signal()
+    job_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.dataset = None
+        """The imported studio.core.data.records.Dataset, or None."""
+        self.model_info = None
+        """studio.core.model_info.ModelInfo of the chosen model, or None."""
+        self.config = RunConfig()
+        self.device_name = "detecting…"
+        self.device_total: int | None = None
+        self.on_gpu = False
+        self.job = ""
+
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        if project is not None:
+            self.config = project.config()
+            self.config_changed.emit(self.config)
+        self.project_changed.emit(project)
+
+    def set_dataset(self, dataset) -> None:
+        self.dataset = dataset
+        if dataset is not None:
+            self.update_config(
+                data=dataclasses.replace(
+                    self.config.data, path=dataset.path, format=self.config.data.format
+                )
+            )
+        self.dataset_changed.emit(dataset)
+
+    def set_model(self, info) -> None:
+        self.model_info = info
+        if info is not None:
+            self.update_config(model=dataclasses.replace(self.config.model, path=info.source))
+        self.model_changed.emit(info)
+
+    def update_config(self, **sections) -> None:
+        self.config = dataclasses.replace(self.config, **sections)
+        self.config_changed.emit(self.config)
+
+    def set_device(self, name: str, total: int | None, on_gpu: bool) -> None:
+        self.device_name, self.device_total, self.on_gpu = name, total, on_gpu
+        self.device_changed.emit()
+
+    def set_job(self, text: str) -> None:
+        self.job = text
+        self.job_changed.emit(text)
