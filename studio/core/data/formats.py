@@ -477,6 +477,10 @@ def load_dataset(
     if fmt == "auto":
         if source.kind == "txt":
             fmt = "text"
+        elif columns and ("instruction" in columns or "output" in columns):
+            fmt = "alpaca"  # mapping columns to chat roles says what the rows are
+        elif columns and "text" in columns:
+            fmt = "text"
         elif values:
             try:
                 fmt = detect_format(values)

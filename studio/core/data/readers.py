@@ -176,8 +176,11 @@ def _jsonl_stream(p: Path, encoding: str, total: int, progress: Progress | None)
                     yield line_no, _bad_json(e), _clip(line.rstrip("\r\n"))
                     continue
                 yield line_no, value, line
-        except UnicodeDecodeError as e:
-            raise DataError(_not_utf8(p.name, e.object[e.start], line_no + 1)) from None
+        except UnicodeDecodeError:
+            # The stream decodes in chunks, so its error position is vague; decoding the whole
+            # file again (only on this failure path) finds the exact line.
+            _read_text(p, encoding)
+            raise DataError(_not_utf8(p.name, 0, line_no + 1)) from None
     if progress is not None:
         progress(total, total)
 
