@@ -265,7 +265,9 @@ def _role_key(turn: dict) -> str:
 
 
 def _content_key(turn: dict) -> str:
-    return "content" if "content" in turn else "value"
+    # The content key that goes with the role key, unless only the other one is there.
+    usual, other = ("content", "value") if "role" in turn else ("value", "content")
+    return other if usual not in turn and other in turn else usual
 
 
 def _slow_turn(turn: Any, key: str, i: int) -> tuple[str, str]:
