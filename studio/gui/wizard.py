@@ -1,0 +1,417 @@
+"""The guided "New fine-tune" wizard: Data → Model → Settings → Review → Train.
+
+Each step validates before Next (the RunConfig dataclasses raise ConfigError naming the
+field); the defaults work. Review shows the equivalent `studio train` command and the memory
+estimate; Train writes RUN/run.yaml and starts `python -m studio train --config RUN/run.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWizard,
+    QWizardPage,
+)
+
+from studio.core import model_info
+from studio.core.config import FORMATS, RunConfig
+from studio.core.errors import ConfigError, StudioError
+from studio.core.project import DEFAULT_PRESET, PRESETS, apply_preset, command_line, create_project
+from studio.gui import run_launcher, settings, theme
+from studio.gui.forms import ConfigForm
+from studio.gui.pages.data import FILE_FILTER, load_file
+from studio.gui.workers import run_task
+
+
+def _status(label: QLabel, text: str, kind: str = "") -> None:
+    colors = {"error": theme.error_color(), "ok": theme.ok_color(), "": theme.muted_color()}
+    label.setText(text)
+    label.setStyleSheet(f"color: {colors[kind].name()}")
+
+
+class DataStep(QWizardPage):
+    def __init__(self, wizard: NewRunWizard):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("1. Data")
+        self.setSubTitle(
+            "The file to learn from: JSONL, JSON, CSV, Parquet or TXT. Every record is checked now."
+        )
+        self.path = QLineEdit()
+        self.path.setPlaceholderText("Path to your training data")
+        self.path.editingFinished.connect(self.check)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.browse)
+        self.format = QComboBox()
+        self.format.addItems(FORMATS)
+        self.format.currentTextChanged.connect(lambda _t: self.check(force=True))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form = QFormLayout(self)
+        form.addRow("File", row)
+        form.addRow("Format", self.format)
+        form.addRow("", self.status)
+        self.dataset = None
+        self._checked = ("", "")
+        self._task = None
+
+    def initializePage(self) -> None:
+        ds = self.w.state.dataset
+        if ds is not None:
+            self.path.setText(ds.path)
+            self.format.blockSignals(True)
+            self.format.setCurrentText(self.w.cfg.data.format)
+            self.format.blockSignals(False)
+            self._accept(ds, self.w.cfg.data.format)
+        elif self.w.cfg.data.path:
+            self.path.setText(self.w.cfg.data.path)
+            self.check()
+
+    def browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Training data", "", FILE_FILTER)
+        if path:
+            self.path.setText(path)
+            self.check()
+
+    def check(self, force: bool = False) -> None:
+        path, fmt = self.path.text().strip(), self.format.currentText()
+        if not path or (not force and (path, fmt) == self._checked and self.dataset is not None):
+            return
+        self.dataset = None
+        self.completeChanged.emit()
+        if not Path(path).is_file():
+            _status(self.status, f"{path} does not exist.", "error")
+            return
+        _status(self.status, "Checking every record…")
+        if self._task is not None:
+            self._task.cancel()
+        self._task = run_task(
+            self, load_file, path, fmt, None, on_done=self._loaded, on_error=self._failed
+        )
+        self._pending = (path, fmt)
+
+    def _loaded(self, ds) -> None:
+        self._task = None
+        self._accept(ds, self._pending[1])
+        self.w.state.set_dataset(ds)
+
+    def _accept(self, ds, fmt: str) -> None:
+        self.dataset = ds
+        self._checked = (ds.path, fmt)
+        text = f"Format {ds.format}: {ds.kept:,} records ready"
+        if ds.skipped:
+            first = ", ".join(str(p.line) for p in ds.problems[:5])
+            text += f"; {ds.skipped:,} skipped (lines {first}{'…' if ds.skipped > 5 else ''}; see the Data page)"
+        _status(self.status, text, "ok")
+        self.completeChanged.emit()
+
+    def _failed(self, error) -> None:
+        self._task = None
+        _status(self.status, str(error), "error")
+
+    def isComplete(self) -> bool:
+        return self.dataset is not None and self._checked[0] == self.path.text().strip()
+
+    def validatePage(self) -> bool:
+        try:
+            data = dataclasses.replace(
+                self.w.cfg.data, path=self.dataset.path, format=self._checked[1]
+            )
+        except ConfigError as e:
+            _status(self.status, e.message, "error")
+            return False
+        self.w.cfg = dataclasses.replace(self.w.cfg, data=data)
+        return True
+
+
+class ModelStep(QWizardPage):
+    def __init__(self, wizard: NewRunWizard):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("2. Model")
+        self.setSubTitle(
+            "The model to fine-tune: a local folder or a Hugging Face hub id already downloaded."
+        )
+        self.source = QLineEdit()
+        self.source.setPlaceholderText(
+            "A model folder or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+        )
+        self.source.editingFinished.connect(self.check)
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self.browse)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.source, 1)
+        row.addWidget(browse)
+        form = QFormLayout(self)
+        form.addRow("Model", row)
+        form.addRow("", self.status)
+        self.info = None
+        self._task = None
+
+    def initializePage(self) -> None:
+        info = self.w.state.model_info
+        if info is not None:
+            self.source.setText(info.source)
+            self._accept(info)
+        elif self.w.cfg.model.path:
+            self.source.setText(self.w.cfg.model.path)
+            self.check()
+
+    def browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder (with config.json)")
+        if folder:
+            self.source.setText(folder)
+            self.check()
+
+    def check(self) -> None:
+        source = self.source.text().strip()
+        if not source or (self.info is not None and self.info.source == source):
+            return
+        self.info = None
+        self.completeChanged.emit()
+        _status(self.status, "Reading the model's config (no weights are loaded)…")
+        if self._task is not None:
+            self._task.cancel()
+        self._task = run_task(
+            self, model_info.read_model_info, source, on_done=self._loaded, on_error=self._failed
+        )
+
+    def _loaded(self, info) -> None:
+        self._task = None
+        self._accept(info)
+        self.w.state.set_model(info)
+
+    def _accept(self, info) -> None:
+        self.info = info
+        template = (
+            "has a chat template" if info.chat_template else "no chat template (chatml is used)"
+        )
+        _status(
+            self.status,
+            f"{info.architecture}: {info.num_params / 1e6:,.1f} M parameters, "
+            f"context {info.context_length:,} tokens, {template}.",
+            "ok",
+        )
+        self.completeChanged.emit()
+
+    def _failed(self, error) -> None:
+        self._task = None
+        _status(self.status, str(error), "error")
+
+    def isComplete(self) -> bool:
+        return self.info is not None and self.info.source == self.source.text().strip()
+
+    def validatePage(self) -> bool:
+        self.w.cfg = dataclasses.replace(
+            self.w.cfg, model=dataclasses.replace(self.w.cfg.model, path=self.info.source)
+        )
+        return True
+
+
+class SettingsStep(QWizardPage):
+    def __init__(self, wizard: NewRunWizard):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("3. Settings")
+        self.setSubTitle(
+            "How hard to train. The presets work for most data; Advanced shows every setting."
+        )
+        layout = QVBoxLayout(self)
+        self.group = QButtonGroup(self)
+        self.buttons: dict[str, QRadioButton] = {}
+        for name, preset in PRESETS.items():
+            button = QRadioButton(name)
+            button.setStyleSheet("font-weight: bold")
+            explain = QLabel(preset.summary)
+            explain.setWordWrap(True)
+            explain.setContentsMargins(24, 0, 0, 6)
+            self.group.addButton(button)
+            self.buttons[name] = button
+            layout.addWidget(button)
+            layout.addWidget(explain)
+            button.toggled.connect(lambda on, n=name: on and self.choose(n))
+        self.advanced_button = QPushButton("Show advanced settings")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.toggled.connect(self._toggle_advanced)
+        self.form = ConfigForm()
+        self.form.hide()
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.advanced_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        layout.addWidget(self.form, 1)
+        layout.addWidget(self.error)
+        layout.addStretch(0)
+
+    def initializePage(self) -> None:
+        self.form.set_config(self.w.cfg)
+        name = settings.get("wizard/preset", DEFAULT_PRESET)
+        self.buttons.get(name, self.buttons[DEFAULT_PRESET]).setChecked(True)
+        self.choose(name if name in PRESETS else DEFAULT_PRESET)
+
+    def choose(self, name: str) -> None:
+        self.preset = name
+        self.form.set_config(apply_preset(self.w.cfg, name))
+        self.error.clear()
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.form.setVisible(on)
+        self.advanced_button.setText("Hide advanced settings" if on else "Show advanced settings")
+
+    def validatePage(self) -> bool:
+        try:
+            cfg = self.form.build(self.w.cfg)
+        except ConfigError as e:
+            _status(self.error, e.message, "error")
+            self.advanced_button.setChecked(True)
+            self.form.highlight(e.field)
+            return False
+        self.form.highlight(None)
+        settings.put("wizard/preset", self.preset)
+        self.w.cfg = cfg
+        return True
+
+
+class ReviewStep(QWizardPage):
+    def __init__(self, wizard: NewRunWizard):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("4. Review")
+        self.setSubTitle("Check what will run. The same run from a terminal is the command below.")
+        self.setCommitPage(True)
+        self.setButtonText(QWizard.WizardButton.CommitButton, "Start training")
+        self.project = QLineEdit()
+        self.run_name = QLineEdit()
+        self.command = QPlainTextEdit()
+        self.command.setReadOnly(True)
+        self.command.setFont(theme.mono_font())
+        self.command.setMaximumHeight(90)
+        self.memory = QLabel("")
+        self.memory.setWordWrap(True)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("Project", self.project)
+        form.addRow("Run name", self.run_name)
+        form.addRow("Command", self.command)
+        form.addRow("Memory", self.memory)
+        form.addRow("", self.error)
+
+    def initializePage(self) -> None:
+        project = self.w.state.project
+        if project is not None:
+            self.project.setText(project.name)
+            self.project.setReadOnly(True)
+        else:
+            self.project.setText(Path(self.w.cfg.data.path).stem or "My project")
+        self.run_name.setText(f"run-{_stamp()}")
+        self.command.setPlainText(command_line(self.w.cfg, "RUN/run.yaml"))
+        info = self.w.state.model_info
+        if info is None:
+            _status(self.memory, "Unknown: the model's details are not loaded.")
+            return
+        est = model_info.estimate_memory(
+            info, self.w.cfg, self.w.state.device_total, on_gpu=self.w.state.on_gpu
+        )
+        _status(
+            self.memory,
+            f"{est.summary()}\nDevice: {self.w.state.device_name}.",
+            "error" if est.fits is False else "ok" if est.fits else "",
+        )
+
+    def validatePage(self) -> bool:
+        try:
+            self.w.start(self.project.text().strip(), self.run_name.text().strip())
+        except (StudioError, OSError) as e:
+            _status(self.error, f"Could not start training: {e}", "error")
+            return False
+        return True
+
+
+class TrainStep(QWizardPage):
+    def __init__(self, wizard: NewRunWizard):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("5. Train")
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        QVBoxLayout(self).addWidget(self.label)
+
+    def initializePage(self) -> None:
+        run = self.w.run
+        self.setSubTitle("Training has started.")
+        self.label.setText(
+            f"Started: {run.run_dir.name} (process {run.process.pid}).\n\n"
+            f"The run folder is {run.run_dir}; it holds run.yaml, events.jsonl, checkpoints/ and, at "
+            "the end, adapter/. Close this window to follow the run on the Train page."
+        )
+
+
+def _stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+class NewRunWizard(QWizard):
+    run_started = Signal(object)
+    """Emitted with the run_launcher.LaunchedRun once the child process is running."""
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.setWindowTitle("New fine-tune")
+        self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
+        self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
+        self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
+        self.resize(820, 640)
+        self.cfg: RunConfig = state.config
+        self.run = None
+        self.steps = [
+            DataStep(self),
+            ModelStep(self),
+            SettingsStep(self),
+            ReviewStep(self),
+            TrainStep(self),
+        ]
+        for step in self.steps:
+            self.addPage(step)
+
+    def start(self, project_name: str, run_name: str) -> None:
+        """Create the project if needed, write RUN/run.yaml and start the training process."""
+        project = self.state.project
+        if project is None:
+            project = create_project(project_name or "My project")
+            self.state.set_project(project)
+        run_dir = project.runs_dir / (run_name or f"run-{_stamp()}")
+        if run_dir.exists():
+            raise StudioError(
+                f"A run named {run_dir.name} already exists in this project; choose another name."
+            )
+        project.remember(self.cfg)
+        self.run = run_launcher.launch_run(self.cfg, run_dir)
+        self.state.update_config(
+            **{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)}
+        )
+        self.run_started.emit(self.run)
