@@ -1,10 +1,253 @@
-"""`studio train` (being built)."""
+"""`studio train`: fine-tune with LoRA/QLoRA from the terminal.
+
+Flags override `--config run.yaml`, which overrides the defaults. Exit codes: 0 done,
+1 training failed (an `error` event is written), 2 bad input, 130 cancelled (after saving).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+
+# run.yaml field -> (flag, type). Booleans get --x / --no-x.
+OPTIONS: dict[str, tuple[str, type]] = {
+    "model.path": ("--model", str),
+    "data.path": ("--data", str),
+    "output": ("--output", str),
+    "data.format": ("--format", str),
+    "train.epochs": ("--epochs", float),
+    "train.max_steps": ("--max-steps", int),
+    "train.batch_size": ("--batch-size", int),
+    "train.grad_accum": ("--grad-accum", int),
+    "train.lr": ("--lr", float),
+    "train.seq_len": ("--seq-len", int),
+    "lora.r": ("--lora-rank", int),
+    "lora.lora_alpha": ("--lora-alpha", int),
+    "lora.lora_dropout": ("--lora-dropout", float),
+    "lora.target_modules": ("--target-modules", str),
+    "lora.use_rslora": ("--rslora", bool),
+    "lora.use_dora": ("--dora", bool),
+    "model.quant": ("--quant", str),
+    "model.double_quant": ("--double-quant", bool),
+    "model.dtype": ("--dtype", str),
+    "model.device": ("--device", str),
+    "model.trust_remote_code": ("--trust-remote-code", bool),
+    "model.allow_pickle": ("--allow-pickle", bool),
+    "train.packing": ("--packing", bool),
+    "data.val_split": ("--val-split", float),
+    "data.eval_path": ("--eval-data", str),
+    "data.template": ("--template", str),
+    "data.train_on": ("--train-on", str),
+    "data.overlong": ("--overlong", str),
+    "train.eval_every": ("--eval-every", int),
+    "train.save_every": ("--save-every", int),
+    "train.keep_checkpoints": ("--keep-checkpoints", int),
+    "train.seed": ("--seed", int),
+    "train.gradient_checkpointing": ("--gradient-checkpointing", bool),
+    "train.scheduler": ("--scheduler", str),
+    "train.warmup_ratio": ("--warmup-ratio", float),
+    "train.weight_decay": ("--weight-decay", float),
+    "train.max_grad_norm": ("--max-grad-norm", float),
+}
+CHOICES = {
+    "model.quant": ("none", "8bit", "4bit"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.device": ("auto", "cpu", "cuda", "mps"),
+    "data.format": ("auto", "alpaca", "sharegpt", "messages", "text"),
+    "data.template": ("auto", "chatml", "alpaca", "llama2"),
+    "data.train_on": ("assistant", "all"),
+    "data.overlong": ("truncate", "drop"),
+    "train.scheduler": ("cosine", "linear", "constant"),
+}
+# What --demo sets unless a flag or --config says otherwise: ~1 minute on 2 CPU cores.
+DEMO = {
+    "train.epochs": 6.0,
+    "train.batch_size": 4,
+    "train.seq_len": 256,
+    "train.lr": 1e-3,
+    "train.eval_every": 10,
+    "train.save_every": 20,
+    "data.val_split": 0.1,
+    "lora.r": 16,
+    "lora.lora_alpha": 32,
+}
 
 
-def add_parser(sub):
-    p = sub.add_parser("train", help="(being built)")
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model with LoRA/QLoRA",
+        description="Fine-tune a model with LoRA or QLoRA. Flags override --config.",
+    )
+    p.add_argument("--config", help="a run.yaml to start from (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--demo", action="store_true", help="train the bundled demo model on the bundled data")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for key, (flag, kind) in OPTIONS.items():
+        kw = {"dest": key, "default": None}
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            p.add_argument(flag, type=kind, choices=CHOICES.get(key), **kw)
     p.set_defaults(handler=run)
 
 
+def _set(cfg, key: str, value):
+    from studio.core.config import RunConfig
+
+    section, _, name = key.partition(".")
+    d = cfg.to_dict()
+    if name:
+        d[section][name] = value
+    else:
+        d[section] = value
+    return RunConfig.from_dict(d)
+
+
+def build_config(args):
+    """The resolved RunConfig from defaults, --demo, --config / the run's run.yaml, then flags."""
+    from studio.core.config import RunConfig
+    from studio.core.errors import ConfigError
+    from studio.core.paths import demo_dir
+
+    output = getattr(args, "output")
+    if args.config:
+        cfg = RunConfig.load(args.config)
+    elif args.resume and output and (Path(output) / "run.yaml").is_file():
+        cfg = RunConfig.load(Path(output) / "run.yaml")
+    else:
+        cfg = RunConfig()
+    if args.demo:
+        demo = demo_dir()
+        if not (demo / "model" / "config.json").is_file():
+            raise ConfigError(f"demo: the bundled demo is missing from {demo}", field="demo")
+        if not cfg.model.path:
+            cfg = _set(cfg, "model.path", str(demo / "model"))
+        if not cfg.data.path:
+            cfg = _set(cfg, "data.path", str(demo / "data.jsonl"))
+        if not args.config:
+            for key, value in DEMO.items():
+                cfg = _set(cfg, key, value)
+    for key in OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            cfg = _set(cfg, key, value)
+    if not cfg.output:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg = _set(cfg, "output", str(Path("runs") / f"{'demo' if args.demo else 'run'}-{stamp}"))
+    if not cfg.model.path:
+        raise ConfigError("model.path: no model given; pass --model FOLDER_OR_HUB_ID (or --demo)", field="model.path")
+    if not cfg.data.path:
+        raise ConfigError("data.path: no training data given; pass --data FILE (or --demo)", field="data.path")
+    return _absolute(cfg)
+
+
+def _absolute(cfg):
+    """run.yaml must re-run as-is from any folder: make local paths absolute."""
+    from studio.core.models import is_local
+
+    model = cfg.model
+    if is_local(model.path):
+        model = dataclasses.replace(model, path=str(Path(model.path).expanduser().resolve()))
+    data = dataclasses.replace(
+        cfg.data,
+        path=str(Path(cfg.data.path).expanduser().resolve()),
+        eval_path=str(Path(cfg.data.eval_path).expanduser().resolve()) if cfg.data.eval_path else "",
+    )
+    return dataclasses.replace(cfg, model=model, data=data, output=str(Path(cfg.output).expanduser().resolve()))
+
+
+class Progress:
+    """A one-line progress bar with loss and ETA on a terminal; plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty()
+        self.total = 0
+        self.last_plain = 0.0
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        kind = event.type
+        if kind == "start":
+            self.total = event.total_steps
+            self._line(f"training: {event.total_steps} steps, {event.num_examples} examples, run folder {event.run_dir}")
+        elif kind == "log" and event.level != "error":
+            self._line(event.message)
+        elif kind == "step":
+            width = 30
+            filled = int(width * event.step / max(1, self.total))
+            bar = "#" * filled + "-" * (width - filled)
+            text = (
+                f"[{bar}] {event.step}/{self.total} loss {event.loss:.4f} lr {event.lr:.2e} "
+                f"{event.tokens_per_s:,.0f} tok/s ETA {_hms(event.eta_s)}"
+            )
+            if self.tty:
+                self.stream.write("\r" + text)
+                self.stream.flush()
+            elif time.monotonic() - self.last_plain > 2 or event.step == self.total:
+                self.last_plain = time.monotonic()
+                self._line(text)
+        elif kind == "eval":
+            self._line(f"step {event.step}: eval loss {event.eval_loss:.4f}")
+        elif kind == "checkpoint":
+            self._line(f"checkpoint: {event.path}")
+        elif kind == "done":
+            self._line(f"{'stopped' if event.status == 'stopped' else 'done'} at step {event.step}; adapter: {event.adapter}")
+        elif kind == "error":
+            self._line(f"error: {event.message}")
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            text = "\r\033[K" + text
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _print_estimate(cfg) -> None:
+    try:
+        from studio.core.model_info import estimate_memory, read_model_info
+
+        info = read_model_info(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        total = None
+        import torch
+
+        if torch.cuda.is_available() and cfg.model.device in ("auto", "cuda"):
+            total = torch.cuda.get_device_properties(0).total_memory
+        print(estimate_memory(info, cfg, total).summary(), file=sys.stderr)
+    except Exception as e:  # an estimate is advice; never block training on it
+        print(f"(no memory estimate: {str(e).splitlines()[0] if str(e) else type(e).__name__})", file=sys.stderr)
+
+
 def run(args) -> int:
-    raise SystemExit("studio train is not available yet")
+    from studio.core.train import CancelToken, run_training
+
+    cfg = build_config(args)
+    if not args.quiet:
+        _print_estimate(cfg)
+    cancel = CancelToken()
+
+    def on_signal(signum, frame):
+        if cancel.cancelled:  # a second signal: stop now
+            raise KeyboardInterrupt
+        print("\nstopping after this step (saving the adapter)...", file=sys.stderr)
+        cancel.cancel()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    last = run_training(cfg, resume=args.resume, cancel=cancel, on_event=Progress(quiet=args.quiet))
+    if last is None or last.type == "error":
+        return 1
+    if last.type == "done" and last.status == "stopped":
+        return 130
+    return 0

@@ -262,7 +262,7 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
                     loss, _ = loss_fn(batch)
                 scaled = loss / max(1, n_target)
                 (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
             loss_value = loss_sum / max(1, n_target)
             if not math.isfinite(loss_value):
                 yield Failed(

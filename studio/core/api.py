@@ -1,0 +1,74 @@
+"""The Python API: `from studio import LoraConfig, Trainer`.
+
+    result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_path="data.json", epochs=3)
+    result.adapter_path, result.metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+from studio.core.errors import TrainingFailed
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_path: Path | None
+    status: str
+    """completed, stopped or failed."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """final_loss, eval_loss, steps, and the loss of every step (`losses`)."""
+
+
+class Trainer:
+    """Fine-tune `model_path` with LoRA `config`. Extra keyword arguments set ModelConfig,
+    TrainConfig or DataConfig fields (e.g. quant="4bit", seq_len=1024, val_split=0.1)."""
+
+    def __init__(self, model_path: str, config: LoraConfig | None = None, output: str | None = None, **options):
+        self.model_path = str(model_path)
+        self.lora = config or LoraConfig()
+        self.output = output
+        self.options = options
+
+    def _config(self, data_path: str, overrides: dict[str, Any]) -> RunConfig:
+        opts = {**self.options, **overrides}
+        sections = {}
+        for cls, name in ((ModelConfig, "model"), (TrainConfig, "train"), (DataConfig, "data")):
+            names = {f.name for f in dataclasses.fields(cls)}
+            sections[name] = {k: opts.pop(k) for k in list(opts) if k in names and k != "path"}
+        if opts:
+            raise TypeError(f"unknown training option(s): {', '.join(sorted(opts))}")
+        output = self.output or str(Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+        return RunConfig(
+            model=ModelConfig(path=self.model_path, **sections["model"]),
+            lora=self.lora,
+            data=DataConfig(path=str(data_path), **sections["data"]),
+            train=TrainConfig(**sections["train"]),
+            output=str(Path(output).resolve()),
+        )
+
+    def train(self, data_path: str, *, resume: bool = False, raise_on_failure: bool = True, **overrides) -> TrainResult:
+        from studio.core.train import run_training
+
+        cfg = self._config(data_path, overrides)
+        losses: list[float] = []
+
+        def collect(event):
+            if event.type == "step":
+                losses.append(event.loss)
+
+        last = run_training(cfg, resume=resume, on_event=collect)
+        metrics: dict[str, Any] = {"losses": losses, "steps": getattr(last, "step", 0)}
+        if last is None or last.type == "error":
+            message = getattr(last, "message", "training produced no events")
+            if raise_on_failure:
+                raise TrainingFailed(message)
+            return TrainResult(Path(cfg.output), None, "failed", dict(metrics, error=message))
+        metrics.update(final_loss=last.final_loss, eval_loss=last.eval_loss)
+        return TrainResult(Path(cfg.output), Path(last.adapter), last.status, metrics)

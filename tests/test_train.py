@@ -1,0 +1,206 @@
+"""The training engine: events, determinism, resume after SIGKILL, QLoRA, adapters, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+from studio.core.events import read_events
+from studio.core.train import CancelToken, run_training, train
+
+
+def write_data(path: Path, n: int = 24) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            msgs = [
+                {"role": "user", "content": f"What is {i} plus {i}? 你好"},
+                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. 🙂" + " ok" * (i % 7)},
+            ]
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_data(tmp_path / "data.jsonl")
+
+
+def config(model, data, out, **train) -> RunConfig:
+    t = dict(max_steps=8, batch_size=2, seq_len=64, lr=1e-3, seed=3)
+    t.update(train)
+    return RunConfig(
+        model=ModelConfig(path=str(model)),
+        lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1),
+        data=DataConfig(path=str(data), val_split=0.2),
+        train=TrainConfig(**t),
+        output=str(out),
+    )
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for e in read_events(run_dir / "events.jsonl"):
+        if e.type == "step":
+            out[e.step] = e.loss  # a resumed run re-logs steps after the checkpoint: keep the last
+    return out
+
+
+def test_events_run_folder_and_falling_loss(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "run", max_steps=0, epochs=6, eval_every=5, save_every=5)
+    last = run_training(cfg)
+    run = tmp_path / "run"
+    assert last.type == "done" and last.status == "completed"
+    assert (run / "run.yaml").is_file() and (run / "adapter" / "adapter_config.json").is_file()
+    assert RunConfig.load(run / "run.yaml") == cfg
+    lines = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    types = [x["type"] for x in lines]
+    assert types[0] == "start" and lines[0]["total_steps"] > 5 and types[-1] == "done"
+    step = next(x for x in lines if x["type"] == "step")
+    assert set(step) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s"}
+    assert {"eval", "checkpoint"} <= set(types)
+    ev = next(x for x in lines if x["type"] == "eval")
+    assert ev["step"] == 5 and ev["eval_loss"] > 0
+    ls = list(losses(run).values())
+    assert sum(ls[-3:]) / 3 < sum(ls[:3]) / 3  # it learns
+    # keep_checkpoints=3: only the newest three stay, each whole.
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(kept) <= 3 and all((run / "checkpoints" / k / "state.json").is_file() for k in kept)
+
+
+def test_same_config_twice_gives_same_losses(tiny_model, data, tmp_path):
+    a = [e.loss for e in train(config(tiny_model, data, tmp_path / "a")) if e.type == "step"]
+    b = [e.loss for e in train(config(tiny_model, data, tmp_path / "b")) if e.type == "step"]
+    assert len(a) == 8 and a == b
+
+
+def test_packing_off_trains_the_same_examples(tiny_model, data, tmp_path):
+    ev = list(train(config(tiny_model, data, tmp_path / "np", packing=False, max_steps=3)))
+    assert ev[-1].type == "done" and ev[0].num_examples == 19
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_path):
+    steps = 40
+    reference = tmp_path / "ref"
+    run_training(config(tiny_model, data, reference, max_steps=steps, save_every=4))
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "studio", "train", "--config", str(tmp_path / "run.yaml"), "--quiet"]
+    config(tiny_model, data, run, max_steps=steps, save_every=4).save(tmp_path / "run.yaml")
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.time() + 120
+    killed_after = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = [e.step for e in read_events(run / "events.jsonl") if e.type == "checkpoint"]
+        if ckpts and ckpts[-1] >= 8:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_after = ckpts[-1]
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert killed_after is not None, "the run ended before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    done_before = max(losses(run))
+    assert done_before < steps
+    out = subprocess.run(cmd[:-3] + ["--output", str(run), "--resume", "--quiet"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got, want = losses(run), losses(reference)
+    assert sorted(got) == list(range(1, steps + 1))
+    for s in range(1, steps + 1):
+        assert got[s] == pytest.approx(want[s], rel=1e-4, abs=1e-6), s
+    assert any(e.type == "log" and "resumed from" in e.message for e in read_events(run / "events.jsonl"))
+
+
+def test_cancel_saves_a_resumable_checkpoint(tiny_model, data, tmp_path):
+    token = CancelToken()
+    events = []
+    for e in train(config(tiny_model, data, tmp_path / "c", max_steps=10), cancel=token):
+        events.append(e)
+        if e.type == "step" and e.step == 3:
+            token.cancel()
+    assert events[-1].type == "done" and events[-1].status == "stopped" and events[-1].step == 3
+    assert (tmp_path / "c" / "checkpoints" / "step-000003" / "state.json").is_file()
+    assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file()
+    resumed = [e for e in train(config(tiny_model, data, tmp_path / "c", max_steps=10), resume=True) if e.type == "step"]
+    assert [e.step for e in resumed] == list(range(4, 11))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tiny_model, data, tmp_path, monkeypatch):
+    from studio.core import train as train_mod
+
+    original = train_mod.LossFn.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        loss, n = original(self, batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 5 else loss), n
+
+    monkeypatch.setattr(train_mod.LossFn, "__call__", poisoned)
+    last = run_training(config(tiny_model, data, tmp_path / "n", save_every=2))
+    assert last.type == "error" and last.kind == "nan" and "loss became nan" in last.message
+    assert (tmp_path / "n" / "checkpoints" / "step-000004" / "state.json").is_file()
+    assert not (tmp_path / "n" / "adapter").exists()
+
+
+def test_adapter_loads_with_stock_peft_and_gives_the_same_logits(tiny_model, data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from studio.core import checkpoint as ckpt
+    from studio.core.lora import apply_lora
+
+    cfg = config(tiny_model, data, tmp_path / "r", max_steps=4, save_every=4)
+    assert run_training(cfg).type == "done"
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    stock = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "r" / "adapter").eval()
+    ours = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model), cfg.lora)
+    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ckpt.load_training_state(tmp_path / "r" / "checkpoints" / "step-000004", ours, opt, sched)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        a, b, c = stock(input_ids=ids).logits, ours.eval()(input_ids=ids).logits, base(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-4)  # the adapter changed the model
+
+
+def test_qlora_4bit_trains_on_cpu(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "q", max_steps=4)
+    cfg.model = ModelConfig(path=str(tiny_model), quant="4bit")
+    events = list(train(cfg))
+    assert events[-1].type == "done", events[-1]
+    assert any(e.type == "log" and "trainable parameters" in e.message for e in events)
+    import bitsandbytes as bnb
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from studio.core.models import load_model
+
+    loaded = load_model(cfg.model)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), events[-1].adapter)
+    ls = [e.loss for e in events if e.type == "step"]
+    assert len(ls) == 4 and all(x == x for x in ls)
+
+
+def test_python_api(tiny_model, data, tmp_path):
+    from studio import LoraConfig as PublicLoraConfig
+    from studio import Trainer
+
+    result = Trainer(
+        model_path=str(tiny_model),
+        config=PublicLoraConfig(target_modules=["q_proj", "v_proj"], r=16, lora_alpha=32, lora_dropout=0.1),
+        output=str(tmp_path / "api"),
+        seq_len=64,
+    ).train(data_path=str(data), epochs=3)
+    assert result.status == "completed" and (result.adapter_path / "adapter_config.json").is_file()
+    assert result.metrics["final_loss"] > 0 and len(result.metrics["losses"]) == result.metrics["steps"]
+    conf = json.loads((result.adapter_path / "adapter_config.json").read_text())
+    assert sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 16
