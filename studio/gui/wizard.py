@@ -130,6 +130,8 @@ class DataStep(QWizardPage):
         return self.dataset is not None and self._checked[0] == self.path.text().strip()
 
     def validatePage(self) -> bool:
+        if not self.isComplete():
+            return False
         try:
             data = dataclasses.replace(
                 self.w.cfg.data, path=self.dataset.path, format=self._checked[1]
@@ -221,6 +223,8 @@ class ModelStep(QWizardPage):
         return self.info is not None and self.info.source == self.source.text().strip()
 
     def validatePage(self) -> bool:
+        if not self.isComplete():
+            return False
         self.w.cfg = dataclasses.replace(
             self.w.cfg, model=dataclasses.replace(self.w.cfg.model, path=self.info.source)
         )

@@ -33,7 +33,13 @@ def _env(studio_home):
 
 
 def test_gui_and_main_window_do_not_import_torch(studio_home):
-    out = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, env=_env(studio_home), timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH],
+        capture_output=True,
+        text=True,
+        env=_env(studio_home),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0].strip() == "[] False"  # no torch, and no pyqtgraph either
 
@@ -42,7 +48,11 @@ def test_smoke_prints_first_paint_under_budget(studio_home):
     times = []
     for _ in range(2):  # one retry: the CI machine is shared
         out = subprocess.run(
-            [sys.executable, "-m", "studio", "gui", "--smoke"], capture_output=True, text=True, env=_env(studio_home), timeout=120
+            [sys.executable, "-m", "studio", "gui", "--smoke"],
+            capture_output=True,
+            text=True,
+            env=_env(studio_home),
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         match = re.search(r"first paint: (\d+\.\d+) s", out.stdout)
@@ -128,13 +138,17 @@ def test_home_opens_projects_and_lists_cli_runs(window, tmp_path, monkeypatch):
     run = project.runs_dir / "from-cli"
     run.mkdir()
     RunConfig(output=str(run)).save(run / "run.yaml")
-    (run / "events.jsonl").write_text('{"type": "start", "total_steps": 5}\n{"type": "step", "step": 2, "loss": 2.5}\n')
+    (run / "events.jsonl").write_text(
+        '{"type": "start", "total_steps": 5}\n{"type": "step", "step": 2, "loss": 2.5}\n'
+    )
     window.home.recent_chosen.emit(str(project.folder))
     assert window.state.project.folder == project.folder
     runs = window.home.runs
     assert runs.rowCount() == 1
     assert [runs.item(0, c).text() for c in range(4)] == ["from-cli", "running", "2/5", "2.5000"]
     warnings = []
-    monkeypatch.setattr("studio.gui.main_window.QMessageBox.warning", lambda *a: warnings.append(a[2]))
+    monkeypatch.setattr(
+        "studio.gui.main_window.QMessageBox.warning", lambda *a: warnings.append(a[2])
+    )
     window.open_project(str(tmp_path / "nothing"))
     assert warnings and "not a Studio project" in warnings[0]

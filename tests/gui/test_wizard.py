@@ -1,0 +1,135 @@
+"""The New fine-tune wizard walked end to end on the tiny model, up to a started run."""
+
+import shlex
+import sys
+
+import pytest
+from PySide6.QtWidgets import QWizard
+
+from studio.core.config import RunConfig
+from studio.gui import run_launcher
+from tests.gui.conftest import alpaca
+
+STUB = "import sys, pathlib; pathlib.Path(sys.argv[1]).with_name('launched.txt').write_text(sys.argv[1])"
+
+
+def test_default_command_is_python_m_studio_train(tmp_path):
+    assert run_launcher.train_command(tmp_path / "run.yaml") == [
+        sys.executable, "-m", "studio", "train", "--config", str(tmp_path / "run.yaml"),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def stub_training(monkeypatch):
+    """The wizard's real launch path, with the training command swapped for a stub."""
+    real = run_launcher.train_command
+    seen = []
+
+    def fake(config_path):
+        seen.append(real(config_path))
+        return [sys.executable, "-c", STUB, str(config_path)]
+
+    monkeypatch.setattr(run_launcher, "train_command", fake)
+    return seen
+
+
+def _walk_to_settings(window, qtbot, data_path, model_path):
+    window.new_fine_tune()
+    wiz = window.wizard
+    assert wiz.currentPage() is wiz.steps[0]
+    next_button = wiz.button(QWizard.WizardButton.NextButton)
+    assert not next_button.isEnabled()  # nothing chosen: cannot go on
+    wiz.steps[0].path.setText(str(data_path))
+    wiz.steps[0].check()
+    qtbot.waitUntil(lambda: wiz.steps[0].isComplete(), timeout=30000)
+    assert (
+        "2 records ready" in wiz.steps[0].status.text() and "lines 2" in wiz.steps[0].status.text()
+    )
+    wiz.next()
+    assert wiz.currentPage() is wiz.steps[1]
+    wiz.steps[1].source.setText(str(model_path))
+    wiz.steps[1].check()
+    qtbot.waitUntil(lambda: wiz.steps[1].isComplete(), timeout=60000)
+    assert "LlamaForCausalLM" in wiz.steps[1].status.text()
+    wiz.next()
+    assert wiz.currentPage() is wiz.steps[2]
+    return wiz
+
+
+def test_wizard_end_to_end_starts_a_run(window, qtbot, write_jsonl, tiny_model, stub_training):
+    data = write_jsonl("train.jsonl", [alpaca(1), "{broken", alpaca(3)])
+    wiz = _walk_to_settings(window, qtbot, data, tiny_model)
+    settings_step = wiz.steps[2]
+    settings_step.buttons["Quick test"].setChecked(True)
+    assert settings_step.form.widgets["train.max_steps"].value() == 30
+    wiz.next()
+    review = wiz.steps[3]
+    assert wiz.currentPage() is review
+    args = shlex.split(review.command.toPlainText())
+    assert args[:2] == ["studio", "train"]
+    assert args[args.index("--model") + 1] == str(tiny_model)
+    assert args[args.index("--data") + 1] == str(data)
+    assert args[args.index("--max-steps") + 1] == "30"
+    assert "Estimated memory" in review.memory.text()
+    assert review.project.text() == "train"
+    review.run_name.setText("first-run")
+    wiz.next()  # Start training
+    assert wiz.currentPage() is wiz.steps[4]
+    run = wiz.run
+    assert run.run_dir.name == "first-run" and run.run_dir.parent.name == "runs"
+    cfg = RunConfig.load(run.run_dir / "run.yaml")
+    assert cfg.output == str(run.run_dir)
+    assert (cfg.model.path, cfg.data.path) == (str(tiny_model), str(data))
+    assert (cfg.train.max_steps, cfg.lora.r) == (30, 8)
+    assert stub_training == [
+        [sys.executable, "-m", "studio", "train", "--config", str(run.run_dir / "run.yaml")]
+    ]
+    assert run.process.wait(60) == 0
+    assert (run.run_dir / "launched.txt").read_text() == str(run.run_dir / "run.yaml")
+    assert "Started: first-run" in wiz.steps[4].label.text()
+    # The main window follows the run and remembers the project.
+    assert window.current_page() == "Train"
+    assert window.state.project is not None and window.state.project.name == "train"
+    assert (window.state.project.folder / "project.yaml").is_file()
+    assert window.state.project.config().train.max_steps == 30
+    wiz.accept()
+    qtbot.waitUntil(lambda: "exit code 0" in window.pages["Train"].status.text(), timeout=10000)
+    assert not window.pages["Train"].timer.isActive()
+
+
+def test_settings_validate_before_next(window, qtbot, write_jsonl, tiny_model):
+    data = write_jsonl("train.jsonl", [alpaca(1), "{broken", alpaca(3)])
+    wiz = _walk_to_settings(window, qtbot, data, tiny_model)
+    step = wiz.steps[2]
+    step.buttons["Balanced"].setChecked(True)
+    step.form.widgets["train.lr"].setText("-1")
+    wiz.next()
+    assert wiz.currentPage() is step
+    assert "train.lr" in step.error.text() and step.form.isVisible()
+    assert "border" in step.form.widgets["train.lr"].styleSheet()
+    step.form.widgets["train.lr"].setText("fast")
+    wiz.next()
+    assert wiz.currentPage() is step and "not a number" in step.error.text()
+    step.form.widgets["train.lr"].setText("1e-4")
+    step.form.widgets["lora.target_modules"].setText("q_proj, v_proj")
+    wiz.next()
+    assert wiz.currentPage() is wiz.steps[3]
+    assert wiz.cfg.train.lr == 1e-4 and wiz.cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert "--target-modules q_proj,v_proj" in wiz.steps[3].command.toPlainText()
+    wiz.reject()
+
+
+def test_wizard_refuses_a_missing_file_and_a_bad_model(window, qtbot, tmp_path):
+    window.new_fine_tune()
+    wiz = window.wizard
+    wiz.steps[0].path.setText(str(tmp_path / "missing.jsonl"))
+    wiz.steps[0].check()
+    assert "does not exist" in wiz.steps[0].status.text() and not wiz.steps[0].isComplete()
+    wiz.next()
+    assert wiz.currentPage() is wiz.steps[0]
+    step = wiz.steps[1]
+    step.source.setText(str(tmp_path))
+    step.check()
+    qtbot.waitUntil(lambda: step._task is None, timeout=30000)
+    assert "config.json" in step.status.text() and not step.isComplete()
+    wiz.reject()
