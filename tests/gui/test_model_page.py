@@ -1,0 +1,45 @@
+"""The Model page: facts of the tiny model, the memory estimate, clear errors, the cache list."""
+
+from studio.core.model_info import GB
+
+
+def test_model_page_shows_facts_and_estimate(window, qtbot, tiny_model):
+    page = window.pages["Model"]
+    window.show_page("Model")
+    qtbot.waitUntil(lambda: page.cache.count() > 0 and "Looking" not in page.cache.itemText(0), timeout=30000)
+    assert "No models" in page.cache.itemText(0) or page.cache.isEnabled()
+    page.source.setText(str(tiny_model))
+    page.load()
+    assert page.busy.isVisible()  # reading runs off the GUI thread
+    qtbot.waitUntil(lambda: window.state.model_info is not None, timeout=60000)
+    assert not page.busy.isVisible()
+    f = page.fields
+    assert f["Architecture"].text().startswith("LlamaForCausalLM")
+    assert "0.1 M" in f["Parameters"].text() and "2 layers" in f["Parameters"].text()
+    assert f["Context length"].text() == "1,024 tokens"
+    assert f["Chat template"].text().startswith("yes")
+    assert f["LoRA targets"].text() == "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+    assert "Estimated memory" in page.memory.text()
+    assert window.state.config.model.path == str(tiny_model)
+    # The estimate follows the device and the settings.
+    window.state.set_device("Tiny GPU", 1024, True)
+    assert "WILL NOT FIT" in page.memory.text() and "Tiny GPU" in page.memory.text()
+    window.state.set_device("Big GPU", 80 * GB, True)
+    assert "fits in 80.0 GB" in page.memory.text()
+
+
+def test_model_page_errors_are_clear(window, qtbot, tmp_path):
+    page = window.pages["Model"]
+    window.show_page("Model")
+    page.source.setText("someone/not-downloaded")
+    page.load()
+    qtbot.waitUntil(lambda: page._task is None, timeout=30000)
+    assert page.error.isVisible() and "not in the local Hugging Face cache" in page.error.text()
+    page.load(allow_network=True)  # no network here: the failure is shown, not raised
+    qtbot.waitUntil(lambda: page._task is None, timeout=60000)
+    assert "Could not fetch someone/not-downloaded" in page.error.text()
+    page.source.setText(str(tmp_path))
+    page.load()
+    qtbot.waitUntil(lambda: page._task is None, timeout=30000)
+    assert "no config.json" in page.error.text()
+    assert window.state.model_info is None
