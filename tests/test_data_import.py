@@ -340,3 +340,31 @@ def test_no_valid_record_mentions_the_first_problems_with_lines(tmp_path):
 def test_unrecognised_records_say_what_is_expected(tmp_path):
     msg = _error(_write(tmp_path / "d.jsonl", '{"foo": 1, "bar": 2}\n'))
     assert "foo, bar" in msg and "instruction" in msg
+
+
+def test_json_compact_broken_element_with_nested_turns_does_not_end_the_list(tmp_path):
+    # The broken record holds a valid nested turn followed by "]": that must not be taken for
+    # the next record or for the end of the list.
+    bad = '{"messages": [{"role": "user" "content": "x"}, {"role": "assistant", "content": "y"}]}'
+    text = f"[{json.dumps(_msgs('a', 'b'))}, {bad}, {json.dumps(_msgs('c', 'd'))}]"
+    ds = load_dataset(_write(tmp_path / "d.json", text))
+    assert [r.messages[0]["content"] for r in ds.records] == ["a", "c"]
+    assert len(ds.problems) == 1 and ds.problems[0].raw.startswith(
+        '{"messages": [{"role": "user" "content"'
+    )
+
+
+def test_json_wrapper_with_a_broken_last_record_keeps_the_others(tmp_path):
+    text = '{"data": [\n  {"text": "a"},\n  {"text": "b",}\n  ],\n  "count": 2\n}\n'
+    ds = load_dataset(_write(tmp_path / "d.json", text))
+    assert [(r.line, r.text) for r in ds.records] == [(2, "a")]
+    assert [p.line for p in ds.problems] == [3]
+    truncated = '{"data": [\n  {"text": "a"},\n  {"text": "b'
+    ds = load_dataset(_write(tmp_path / "t.json", truncated))
+    assert [r.text for r in ds.records] == ["a"] and [p.line for p in ds.problems] == [3]
+
+
+def test_csv_long_fields_are_fine(tmp_path):
+    long = "长" * 300_000
+    ds = load_dataset(_write(tmp_path / "d.csv", f'text\n"{long}"\nshort\n'))
+    assert [len(r.text) for r in ds.records] == [300_000, 5]

@@ -32,35 +32,11 @@ COLUMN_ROLES = ("instruction", "input", "output", "system", "text")
 # Column names people use for each role, most specific first (compared after lowercasing and
 # turning spaces and dashes into underscores).
 _SYNONYMS = {
-    "instruction": (
-        "instruction",
-        "instructions",
-        "prompt",
-        "question",
-        "query",
-        "problem",
-        "request",
-        "task",
-        "user",
-        "human",
-        "user_input",
-    ),
-    "input": ("input", "context", "additional_context", "input_context"),
-    "output": (
-        "output",
-        "response",
-        "answer",
-        "completion",
-        "target",
-        "assistant",
-        "gpt",
-        "reply",
-        "solution",
-        "chosen",
-        "output_text",
-    ),
-    "system": ("system", "system_prompt", "system_message"),
-    "text": ("text", "content", "document", "body", "raw_text", "passage"),
+    "instruction": "instruction instructions prompt question query problem request task user human user_input".split(),
+    "input": "input context additional_context input_context".split(),
+    "output": "output response answer completion target assistant gpt reply solution chosen output_text".split(),
+    "system": "system system_prompt system_message".split(),
+    "text": "text content document body raw_text passage".split(),
 }
 
 ROLE_ALIASES = {

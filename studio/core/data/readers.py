@@ -291,7 +291,7 @@ def _parse_array(text: str, pos: int, line: int, line_pos: int = 0) -> tuple[lis
             # Something that is neither a separator nor a new element: skip to the next one.
             line += count("\n", line_pos, pos)
             line_pos = pos
-            resume = _resync(text, pos, pos)
+            resume = _after_comma(text, pos)
             rows.append(
                 (
                     line,
@@ -310,30 +310,54 @@ def _bad_json_in(e: json.JSONDecodeError, text: str, start: int) -> BadRow:
     return BadRow(f"malformed JSON: {e.msg} (line {e.lineno}, column {e.pos - line_start + 1})")
 
 
-_COMPACT_NEXT = re.compile(r",\s*([\[{])")
+_STRUCTURE = re.compile(r'[\\"{}\[\],]')
 
 
 def _resync(text: str, start: int, error_pos: int) -> int | None:
     """Where the element after a malformed one starts, or None when none can be found.
 
     Pretty-printed files put each element at the same indentation, which nested values can
-    never share; compact files get the next `,{` that parses as a whole value.
+    never share, and that survives any syntax error; compact files are scanned for the comma
+    that closes the element, counting brackets outside strings.
     """
     line_start = text.rfind("\n", 0, start) + 1
     indent = text[line_start:start]
-    opener = text[start]
     if indent.strip(" \t") == "":
-        needle = "\n" + indent + opener
+        needle = "\n" + indent + text[start]
         found = text.find(needle, max(start, error_pos - len(needle)) + 1)
-        return None if found == -1 else found + 1 + len(indent)
-    for m in _COMPACT_NEXT.finditer(text, max(error_pos, start + 1)):
-        try:
-            _, end = _decoder.raw_decode(text, m.start(1))
-        except json.JSONDecodeError:
+        if found != -1:
+            return found + 1 + len(indent)
+    return _after_comma(text, start)
+
+
+def _after_comma(text: str, pos: int) -> int | None:
+    """The start of the element after the one at `pos` (past the next comma at depth 0), or
+    the index of the "]" that closes the list; None when the text ends first."""
+    depth = 0
+    in_string = False
+    skip_to = -1
+    for m in _STRUCTURE.finditer(text, pos):
+        i = m.start()
+        if i < skip_to:
             continue
-        after = _WS.match(text, end).end()
-        if after >= len(text) or text[after] in ",]":
-            return m.start(1)
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                skip_to = i + 2  # the escaped character, even a quote
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+            if depth < 0:
+                if c == "]":
+                    return i  # the enclosing list ends here; the caller sees its "]"
+                depth = 0  # a stray "}": skip it
+        elif depth == 0:  # a comma between elements
+            return _WS.match(text, i + 1).end()
     return None
 
 
@@ -409,6 +433,8 @@ def _walk_wrapper(name: str, text: str, pos: int) -> list[Row]:
             if text[pos] == "[":
                 rows, pos = _parse_array(text, pos, text.count("\n", 0, pos) + 1, pos)
                 lists.append((key, rows))
+                if pos >= len(text):
+                    break  # the list ran to the end of the file; its last row says why
             else:
                 _, pos = raw_decode(text, pos)
             pos = ws(text, pos).end()
@@ -434,6 +460,8 @@ def _table(p: Path, encoding: str, ext: str, total: int, progress: Progress | No
     if delimiter == "," and "," not in header_line:
         # A .csv written with tabs or semicolons (Excel in many locales uses ';').
         delimiter = "\t" if "\t" in header_line else (";" if ";" in header_line else ",")
+    # The default limit (128 KiB a field) is too small for documents in a text column.
+    csv.field_size_limit(2**31 - 1)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -461,9 +489,12 @@ def _table_rows(name, reader, header, n_chars, progress, total) -> Iterator[Row]
         except StopIteration:
             break
         except csv.Error as e:
-            # An unterminated quote swallows the rest of the file; say where it started.
+            # The reader recovers at the next line; the bad row is reported where it started.
             yield last + 1, BadRow(f"malformed CSV: {e}"), ""
-            break
+            if reader.line_num == last:
+                break
+            last = reader.line_num
+            continue
         start, last = last + 1, reader.line_num
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # blank line
