@@ -119,17 +119,11 @@ def test_json_array_malformed_element_loses_only_itself(tmp_path):
     bad = '{\n    "messages": [{"role": "user" "content": "missing comma"}]\n  }'
     text = f"[\n  {good},\n  {bad},\n  {good}\n]\n"
     ds = load_dataset(_write(tmp_path / "d.json", text))
-    lines = text.split("\n")
-    bad_line = lines.index(
-        '    "messages": [{"role": "user" "content": "missing comma"}]'
-    )  # 0-based of line after "{"
-    assert len(ds.records) == 2
-    assert len(ds.problems) == 1
-    assert (
-        ds.problems[0].line == bad_line
-    )  # the element's "{" is the line before, 1-based = same index
+    starts = [i + 1 for i, line in enumerate(text.split("\n")) if line.startswith("  {")]
+    assert [r.line for r in ds.records] == [starts[0], starts[2]]
+    assert [p.line for p in ds.problems] == [starts[1]]
     assert ds.problems[0].message.startswith("malformed JSON")
-    assert ds.records[1].line > bad_line
+    assert ds.problems[0].raw == bad
 
 
 def test_json_array_malformed_element_compact(tmp_path):
@@ -368,3 +362,7 @@ def test_csv_long_fields_are_fine(tmp_path):
     long = "长" * 300_000
     ds = load_dataset(_write(tmp_path / "d.csv", f'text\n"{long}"\nshort\n'))
     assert [len(r.text) for r in ds.records] == [300_000, 5]
+
+
+def test_a_folder_is_not_a_data_file(tmp_path):
+    assert "folder" in _error(tmp_path)
