@@ -103,7 +103,7 @@ def main() -> int:
             size_mb = os.path.getsize(path) / 1e6
 
             bare, ours = best_times(
-                [lambda: bare_loop(path), lambda: load_dataset(path)], args.repeat
+                [lambda p=path: bare_loop(p), lambda p=path: load_dataset(p)], args.repeat
             )
             ratio = ours / bare
             worst = max(worst, ratio)
