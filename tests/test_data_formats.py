@@ -313,3 +313,11 @@ def test_every_line_is_kept_or_reported_and_valid_records_survive(tmp_path_facto
             {"role": "assistant", "content": item[1]},
         ]
         assert item[1].strip()
+
+
+def test_empty_column_mappings_are_ignored(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("body,notes\nhello world,x\n", encoding="utf-8")
+    ds = load_dataset(path, columns={"instruction": "", "output": None, "text": "body"})
+    assert ds.format == "text" and ds.columns == {"text": "body"}
+    assert ds.records[0].text == "hello world"

@@ -452,12 +452,13 @@ def load_dataset(
     values = [v for _, v, _ in sample if type(v) is not BadRow]
 
     fmt = format
+    mapped = {role for role, col in (columns or {}).items() if col}
     if fmt == "auto":
         if source.kind == "txt":
             fmt = "text"
-        elif columns and ("instruction" in columns or "output" in columns):
+        elif mapped & {"instruction", "output"}:
             fmt = "alpaca"  # mapping columns to chat roles says what the rows are
-        elif columns and "text" in columns:
+        elif "text" in mapped:
             fmt = "text"
         elif values:
             try:
