@@ -1,0 +1,266 @@
+"""Load a model for chat: base model + adapter (or checkpoint), or a merged model.
+
+`load_chat_model(model, adapter=...)` returns a `ChatModel` whose `chat(messages, settings)`
+gives a `Generation`: iterate it for text pieces, call `.stop()` from any thread to end it
+within a token. The conversation is rendered with the same chat template as training: the
+run's `data.template` from run.yaml when the adapter sits in a run folder, else the
+tokenizer's own template, else ChatML.
+
+`adapter` may be a run folder (its adapter/ is used), an adapter folder, or a checkpoint
+folder (same layout). Without `model`, the base model is read from the run's run.yaml or the
+adapter's adapter_config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.core.config import ModelConfig
+from studio.core.data.templates import ChatML, ChatTemplate, resolve_template
+from studio.core.errors import ModelError, StudioError
+from studio.core.generation import CancelToken, Generation, GenerationSettings
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AdapterInfo:
+    folder: Path
+    """The folder holding adapter_config.json and the adapter weights."""
+    run_dir: Path | None
+    """The run folder it belongs to (has run.yaml), if any."""
+    base_model: str
+    """The base model named by run.yaml or adapter_config.json ("" if neither says)."""
+    template: str
+    """data.template from run.yaml, or "" when there is no run.yaml."""
+
+
+def find_adapter(path: str | Path) -> AdapterInfo:
+    """Locate the adapter weights and the run folder for a run, adapter or checkpoint path."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise ModelError(f"adapter: no such folder: {p}", field="adapter")
+    if (
+        p.is_dir()
+        and not (p / "adapter_config.json").is_file()
+        and (p / "adapter" / "adapter_config.json").is_file()
+    ):
+        p = p / "adapter"  # a run folder: use its final adapter
+    if not p.is_dir() or not (p / "adapter_config.json").is_file():
+        raise ModelError(
+            f"adapter: {p} has no adapter_config.json; give a run folder, its adapter/ folder "
+            "or one of its checkpoints/step-* folders",
+            field="adapter",
+        )
+    # RUN/adapter or RUN/checkpoints/step-N: run.yaml is one or two levels up.
+    run_dir = next((d for d in (p.parent, p.parent.parent) if (d / "run.yaml").is_file()), None)
+    base, template = "", ""
+    if run_dir is not None:
+        from studio.core.config import RunConfig
+
+        try:
+            cfg = RunConfig.load(run_dir / "run.yaml")
+            base, template = cfg.model.path, cfg.data.template
+        except StudioError:
+            run_dir = None  # a broken run.yaml: fall back to what the adapter says
+    if not base:
+        try:
+            base = (
+                json.loads((p / "adapter_config.json").read_text(encoding="utf-8")).get(
+                    "base_model_name_or_path"
+                )
+                or ""
+            )
+        except (OSError, ValueError):
+            base = ""
+    return AdapterInfo(p, run_dir, base, template)
+
+
+def chat_template(tokenizer, run_template: str = "") -> ChatTemplate:
+    """Training's template: run.yaml's choice, else the tokenizer's own, else ChatML."""
+    if run_template and run_template != "auto":
+        return resolve_template(tokenizer, run_template)
+    if getattr(tokenizer, "chat_template", None):
+        return resolve_template(tokenizer, "auto")
+    return ChatML()
+
+
+def _stop_ids(tokenizer, model, template: ChatTemplate) -> set[int]:
+    ids = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    ids.add(tokenizer.eos_token_id)
+    # Stop strings that are single special tokens (e.g. <|im_end|>) never reach the text,
+    # because pieces are decoded without special tokens: stop on their ids instead.
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    for s in template.stop_strings:
+        if s in special:
+            ids.add(tokenizer.convert_tokens_to_ids(s))
+    return {i for i in ids if isinstance(i, int)}
+
+
+@dataclass
+class ChatModel:
+    model: object
+    tokenizer: object
+    template: ChatTemplate
+    name: str
+    """A short name: the run's folder name with an adapter, else the model folder's name."""
+    base_path: str
+    adapter_path: str = ""
+    device: str = "cpu"
+    quant: str = "none"
+    context_length: int | None = None
+    stop_ids: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by whoever generates, so one generation at a time runs on the model."""
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The conversation rendered and tokenized exactly as training did."""
+        text = self.template.prompt(messages)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def chat(
+        self,
+        messages: list[dict],
+        settings: GenerationSettings | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Generation:
+        """An answer to `messages` ([{role, content}], the last one usually from the user)."""
+        _check_messages(messages)
+        return self._generation(
+            self.prompt_ids(messages), settings, cancel, self.template.stop_strings
+        )
+
+    def complete(
+        self,
+        prompt: str,
+        settings: GenerationSettings | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Generation:
+        """A plain continuation of `prompt` (no chat template), stopping at EOS."""
+        ids = self.tokenizer(prompt)["input_ids"]
+        return self._generation(ids, settings, cancel, [])
+
+    def _generation(self, ids, settings, cancel, stops) -> Generation:
+        return Generation(
+            self.model,
+            self.tokenizer,
+            ids,
+            settings or GenerationSettings(),
+            stop_ids=self.stop_ids,
+            stop_strings=stops,
+            context_length=self.context_length,
+            cancel=cancel,
+        )
+
+    def close(self) -> None:
+        """Drop the weights (and free GPU memory) now rather than at garbage collection."""
+        self.model = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def _check_messages(messages) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise StudioError("messages: give at least one message", field="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise StudioError(
+                f"messages[{i}]: each message needs a role of system, user or assistant",
+                field="messages",
+            )
+        if not isinstance(m.get("content"), str):
+            raise StudioError(f"messages[{i}].content: must be text", field="messages")
+
+
+def load_chat_model(
+    model: str = "",
+    adapter: str | Path | None = None,
+    *,
+    quant: str = "none",
+    device: str = "auto",
+    dtype: str = "auto",
+    template: str = "",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    progress: Progress | None = None,
+) -> ChatModel:
+    """Load a model (and adapter) for chat; `progress(done, total)` is called per stage.
+
+    `template` overrides the chat template (chatml, alpaca, llama2 or auto).
+    """
+    from studio.core.models import context_length, load_model
+
+    report = progress or (lambda done, total: None)
+    report(0, 3)
+    info = find_adapter(adapter) if adapter else None
+    base = model or (info.base_model if info else "")
+    if not base:
+        raise ModelError("model: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path")
+    cfg = ModelConfig(
+        path=str(base),
+        quant=quant,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+    loaded = load_model(cfg)
+    report(1, 3)
+    net = loaded.model
+    if info is not None:
+        net = _apply_adapter(net, info.folder)
+    net.eval()
+    report(2, 3)
+    tokenizer = loaded.tokenizer
+    tmpl = chat_template(tokenizer, template or (info.template if info else ""))
+    if info is not None:
+        name = info.folder.name
+        if info.run_dir is not None:
+            in_checkpoints = info.folder.parent.name == "checkpoints"
+            name = (
+                f"{info.run_dir.name}/{info.folder.name}" if in_checkpoints else info.run_dir.name
+            )
+    else:
+        name = Path(loaded.path).name if Path(loaded.path).exists() else loaded.path
+    chat = ChatModel(
+        model=net,
+        tokenizer=tokenizer,
+        template=tmpl,
+        name=name,
+        base_path=loaded.path,
+        adapter_path=str(info.folder) if info else "",
+        device=loaded.device,
+        quant=loaded.quant,
+        context_length=context_length(loaded.model.config.to_dict()),
+        stop_ids=_stop_ids(tokenizer, loaded.model, tmpl),
+    )
+    report(3, 3)
+    return chat
+
+
+def _apply_adapter(model, folder: Path):
+    from peft import PeftModel
+
+    if not any(folder.glob("adapter_model.*")):
+        raise ModelError(
+            f"adapter: {folder} has no adapter weights (adapter_model.safetensors)", field="adapter"
+        )
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except Exception as e:  # shapes or module names that do not match this base model
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"adapter: {folder} does not fit this base model ({first}). Was it trained on another model?",
+            field="adapter",
+        ) from None
