@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QLineEdit,
+    QScrollArea,
     QSpinBox,
     QTabWidget,
     QWidget,
@@ -80,6 +81,7 @@ class ConfigForm(QTabWidget):
         for section in sections:
             page = QWidget()
             form = QFormLayout(page)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
             docs = field_docs(SECTIONS[section])
             for f in dataclasses.fields(SECTIONS[section]):
                 key = f"{section}.{f.name}"
@@ -90,7 +92,11 @@ class ConfigForm(QTabWidget):
                 w.setObjectName(key)
                 self.widgets[key] = w
                 form.addRow(label_for(f.name), w)
-            self.addTab(page, TITLES[section])
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            scroll.setWidget(page)
+            self.addTab(scroll, TITLES[section])
 
     def _make_widget(self, key: str, f) -> QWidget:
         if key in CHOICES:
@@ -103,9 +109,11 @@ class ConfigForm(QTabWidget):
         elif f.type == "int":
             w = QSpinBox()
             w.setRange(0, 10**9)
+            w.setMinimumWidth(120)
             w.valueChanged.connect(self.changed)
         else:  # floats and free text: typed as text, validated by the dataclass
             w = QLineEdit()
+            w.setMinimumWidth(220)
             w.textChanged.connect(self.changed)
         return w
 

@@ -76,6 +76,7 @@ class LengthHistogram(QWidget):
         longest = max(lengths) if lengths else 0
         self.caption.setText(
             f"{n:,} examples · median {sorted(lengths)[n // 2] if n else 0:,} tokens · longest {longest:,} · "
-            f"<span style='color:{over_color}'><b>{self.over_share:.1%} longer than {seq_len:,}</b></span> "
+            f"<span style='color:{over_color if self.over_share else theme.ok_color().name()}'>"
+            f"<b>{self.over_share:.1%} longer than {seq_len:,}</b></span> "
             "(the dashed line: the sequence length; longer examples are truncated or dropped)"
         )

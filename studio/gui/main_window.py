@@ -48,7 +48,7 @@ class MainWindow(QMainWindow):
         self.sidebar.setFixedWidth(150)
         self.sidebar.setIconSize(QSize(1, 1))
         self.sidebar.setStyleSheet(
-            "QListWidget { border: none; padding-top: 8px; } QListWidget::item { padding: 10px 16px; }"
+            "QListWidget { border: none; padding-top: 8px; outline: 0; } QListWidget::item { padding: 10px 16px; }"
         )
         self.stack = QStackedWidget()
         self.stack.setContentsMargins(12, 12, 12, 12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -33,6 +33,7 @@ from studio.core.errors import ConfigError, StudioError
 from studio.core.project import DEFAULT_PRESET, PRESETS, apply_preset, command_line, create_project
 from studio.gui import run_launcher, settings, theme
 from studio.gui.forms import ConfigForm
+from studio.gui.memory_view import MemoryView
 from studio.gui.pages.data import FILE_FILTER, load_file
 from studio.gui.workers import run_task
 
@@ -269,10 +270,24 @@ class SettingsStep(QWizardPage):
         layout.addStretch(0)
 
     def initializePage(self) -> None:
-        self.form.set_config(self.w.cfg)
-        name = settings.get("wizard/preset", DEFAULT_PRESET)
-        self.buttons.get(name, self.buttons[DEFAULT_PRESET]).setChecked(True)
-        self.choose(name if name in PRESETS else DEFAULT_PRESET)
+        cfg = self.w.cfg
+        match = next((n for n in PRESETS if apply_preset(cfg, n) == cfg), None)
+        if match is None and self.w.state.project is not None and self.w.state.project.settings:
+            # The project's last settings, as they were: no preset is forced on them.
+            self.preset = ""
+            self.group.setExclusive(False)
+            for b in self.buttons.values():
+                b.setChecked(False)
+            self.group.setExclusive(True)
+            self.form.set_config(cfg)
+            _status(
+                self.error, "Showing this project's last settings; choose a preset to start over."
+            )
+            return
+        name = match or settings.get("wizard/preset", DEFAULT_PRESET)
+        name = name if name in PRESETS else DEFAULT_PRESET
+        self.buttons[name].setChecked(True)
+        self.choose(name)
 
     def choose(self, name: str) -> None:
         self.preset = name
@@ -292,7 +307,8 @@ class SettingsStep(QWizardPage):
             self.form.highlight(e.field)
             return False
         self.form.highlight(None)
-        settings.put("wizard/preset", self.preset)
+        if self.preset:
+            settings.put("wizard/preset", self.preset)
         self.w.cfg = cfg
         return True
 
@@ -311,8 +327,7 @@ class ReviewStep(QWizardPage):
         self.command.setReadOnly(True)
         self.command.setFont(theme.mono_font())
         self.command.setMaximumHeight(90)
-        self.memory = QLabel("")
-        self.memory.setWordWrap(True)
+        self.memory = MemoryView()
         self.error = QLabel("")
         self.error.setWordWrap(True)
         form = QFormLayout(self)
@@ -321,28 +336,21 @@ class ReviewStep(QWizardPage):
         form.addRow("Command", self.command)
         form.addRow("Memory", self.memory)
         form.addRow("", self.error)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
     def initializePage(self) -> None:
         project = self.w.state.project
         if project is not None:
             self.project.setText(project.name)
-            self.project.setReadOnly(True)
+            self.project.setEnabled(False)
+            self.project.setToolTip(str(project.folder))
         else:
             self.project.setText(Path(self.w.cfg.data.path).stem or "My project")
         self.run_name.setText(f"run-{_stamp()}")
         self.command.setPlainText(command_line(self.w.cfg, "RUN/run.yaml"))
         info = self.w.state.model_info
-        if info is None:
-            _status(self.memory, "Unknown: the model's details are not loaded.")
-            return
-        est = model_info.estimate_memory(
-            info, self.w.cfg, self.w.state.device_total, on_gpu=self.w.state.on_gpu
-        )
-        _status(
-            self.memory,
-            f"{est.summary()}\nDevice: {self.w.state.device_name}.",
-            "error" if est.fits is False else "ok" if est.fits else "",
-        )
+        if info is not None:
+            self.memory.show_estimate(info, self.w.cfg, self.w.state)
 
     def validatePage(self) -> bool:
         try:

@@ -1,12 +1,16 @@
 """The Model page: facts of the tiny model, the memory estimate, clear errors, the cache list."""
 
-from studio.core.model_info import GB
+import dataclasses
+
+from studio.core.model_info import GB, human_bytes
 
 
 def test_model_page_shows_facts_and_estimate(window, qtbot, tiny_model):
     page = window.pages["Model"]
     window.show_page("Model")
-    qtbot.waitUntil(lambda: page.cache.count() > 0 and "Looking" not in page.cache.itemText(0), timeout=30000)
+    qtbot.waitUntil(
+        lambda: page.cache.count() > 0 and "Looking" not in page.cache.itemText(0), timeout=30000
+    )
     assert "No models" in page.cache.itemText(0) or page.cache.isEnabled()
     page.source.setText(str(tiny_model))
     page.load()
@@ -18,14 +22,27 @@ def test_model_page_shows_facts_and_estimate(window, qtbot, tiny_model):
     assert "0.1 M" in f["Parameters"].text() and "2 layers" in f["Parameters"].text()
     assert f["Context length"].text() == "1,024 tokens"
     assert f["Chat template"].text().startswith("yes")
-    assert f["LoRA targets"].text() == "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
-    assert "Estimated memory" in page.memory.text()
+    assert (
+        f["LoRA targets"].text() == "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+    )
+    est = page.memory.estimate
+    assert (
+        est is not None and est.lora_params == 16 * 1024 * 2
+    )  # r * sum(in + out) over 7 linears * 2 layers
+    assert page.memory.values["Total"].text() == f"<b>{human_bytes(est.total)}</b>"
     assert window.state.config.model.path == str(tiny_model)
     # The estimate follows the device and the settings.
     window.state.set_device("Tiny GPU", 1024, True)
-    assert "WILL NOT FIT" in page.memory.text() and "Tiny GPU" in page.memory.text()
+    assert page.memory.verdict.text().startswith("Will not fit on Tiny GPU")
     window.state.set_device("Big GPU", 80 * GB, True)
-    assert "fits in 80.0 GB" in page.memory.text()
+    assert page.memory.verdict.text() == "Fits on Big GPU (80.0 GB)."
+    # ...and the settings: a bigger batch needs more activation memory.
+    before = page.memory.estimate.activations
+    cfg = window.state.config
+    window.state.update_config(
+        train=dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size * 2)
+    )
+    assert page.memory.estimate.activations > before
 
 
 def test_model_page_errors_are_clear(window, qtbot, tmp_path):

@@ -270,7 +270,7 @@ class DataPage(QWidget):
         self.format_combo.setCurrentText(ds.format)
         self.records_model.set_records(ds.records)
         self.problems_model.set_problems(ds.problems)
-        self.records_view.resizeColumnToContents(0)
+        self._size_columns()
         self.problems_view.resizeColumnToContents(0)
         self.tabs.setTabText(0, f"Records ({ds.kept:,})")
         self.tabs.setTabText(1, f"Skipped ({ds.skipped:,})")
@@ -286,6 +286,13 @@ class DataPage(QWidget):
         self.preview.clear()
         if ds.records:
             self.records_view.selectRow(0)
+
+    def _size_columns(self) -> None:
+        view, header = self.records_view, self.records_view.horizontalHeader()
+        view.resizeColumnToContents(0)
+        widths = (60, 400) if self.records_model.text_mode else (50, 120, 220)
+        for col, width in enumerate(widths, start=1):
+            header.resizeSection(col, width)
 
     def _show_columns(self, ds) -> None:
         tabular = Path(ds.path).suffix.lower() in TABULAR and ds.available_columns

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from studio.core import model_info
 from studio.gui import settings, theme
+from studio.gui.memory_view import MemoryView
 from studio.gui.workers import run_task
 
 
@@ -100,8 +101,7 @@ class ModelPage(QWidget):
 
         mem = QGroupBox("Memory needed to train")
         ml = QVBoxLayout(mem)
-        self.memory = QLabel("Choose a model to see how much memory training needs.")
-        self.memory.setWordWrap(True)
+        self.memory = MemoryView()
         ml.addWidget(self.memory)
         layout.addWidget(mem)
         layout.addStretch(1)
@@ -209,16 +209,4 @@ class ModelPage(QWidget):
         info = self.state.model_info
         if info is None:
             return
-        est = model_info.estimate_memory(
-            info, self.state.config, self.state.device_total, on_gpu=self.state.on_gpu
-        )
-        text = est.summary().replace("; ", ";\n", 1)
-        self.memory.setText(f"{text}\nDevice: {self.state.device_name}")
-        color = (
-            theme.error_color()
-            if est.fits is False
-            else theme.ok_color()
-            if est.fits
-            else theme.muted_color()
-        )
-        self.memory.setStyleSheet(f"color: {color.name()}")
+        self.memory.show_estimate(info, self.state.config, self.state)

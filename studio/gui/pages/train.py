@@ -28,6 +28,7 @@ class TrainPage(QWidget):
         self.command.setFont(theme.mono_font())
         self.command.setWordWrap(True)
         self.command.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command.hide()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setFont(theme.mono_font())
@@ -52,6 +53,7 @@ class TrainPage(QWidget):
     def show_run(self, run) -> None:
         self.run = run
         self.command.setText(" ".join(run.command))
+        self.command.show()
         self.stop_button.setEnabled(True)
         self.refresh()
         self.timer.start()

@@ -1,0 +1,88 @@
+"""Render a screenshot of every page of the app, from the demo project.
+
+    python packaging/screenshots.py docs/screenshots
+
+Runs offscreen (no display needed) with a throw-away STUDIO_HOME, so it never touches your
+settings. Writes home.png, data.png, model.png, train.png, chat.png, export.png and the
+wizard's steps (wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE = (1280, 820)
+
+
+def wait_until(app, condition, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("the app did not get ready in time")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main(out_dir: str) -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["STUDIO_HOME"] = tempfile.mkdtemp(prefix="studio-shots-")
+    from PySide6.QtWidgets import QApplication
+
+    from studio.core import paths
+    from studio.gui import theme, workers
+    from studio.gui.main_window import MainWindow
+
+    if not paths.demo_available():
+        print(f"error: the demo is missing from {paths.demo_dir()}", file=sys.stderr)
+        return 2
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication([])
+    theme.apply_scheme(app)
+    window = MainWindow(probe=False)
+    window.resize(*SIZE)
+    window.show()
+    window.state.set_device("CPU", 16 * 1024**3, False)
+    window.open_demo()
+    data, model = window.pages["Data"], window.pages["Model"]
+    wait_until(app, lambda: window.state.dataset is not None and window.state.model_info is not None)
+    wait_until(app, lambda: data.tokenized is not None)
+    data.records_view.selectRow(0)
+    wait_until(app, lambda: data._render_task is None and "tokens" in data.legend.text())
+
+    def shot(widget, name: str) -> None:
+        app.processEvents()
+        path = out / f"{name}.png"
+        widget.grab().save(str(path))
+        print(path)
+
+    for name in window.pages:
+        window.show_page(name)
+        shot(window, name.lower())
+
+    window.new_fine_tune()
+    wizard = window.wizard
+    wizard.resize(900, 680)
+    names = ["1-data", "2-model", "3-settings", "4-review"]
+    for i, step in enumerate(wizard.steps[:4]):
+        wait_until(app, lambda s=step: s.isComplete())
+        if i == 2:
+            step.advanced_button.setChecked(True)
+        shot(wizard, f"wizard-{names[i]}")
+        if i < 3:
+            wizard.next()
+    wizard.reject()
+    window.close()
+    workers.wait_all()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))
