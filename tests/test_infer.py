@@ -99,7 +99,7 @@ def test_repetition_penalty_changes_greedy_output(base):
     list(plain), list(penal)
     assert plain.completion_ids != penal.completion_ids
     # A strong penalty keeps greedy decoding from repeating a token straight away.
-    assert all(a != b for a, b in zip(penal.completion_ids, penal.completion_ids[1:]))
+    assert all(a != b for a, b in zip(penal.completion_ids, penal.completion_ids[1:], strict=False))
 
 
 def test_cancel_stops_within_a_token(base):
