@@ -164,9 +164,9 @@ def _absolute(cfg):
 class Progress:
     """A one-line progress bar with loss and ETA on a terminal; plain lines otherwise."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
-        self.stream, self.quiet = stream, quiet
-        self.tty = stream.isatty()
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream, self.quiet = stream or sys.stderr, quiet
+        self.tty = self.stream.isatty()
         self.total = 0
         self.last_plain = 0.0
 

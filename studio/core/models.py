@@ -181,6 +181,10 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    # The per-tensor "Loading weights" bar is noise in our own progress output and logs.
+    hf_logging.disable_progress_bar()
     path = cfg.path
     if not path:
         raise ModelError("model.path: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path")

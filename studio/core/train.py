@@ -26,6 +26,7 @@ from studio.core.data.examples import IGNORE, Example, build_examples
 from studio.core.data.packing import collate, pack_rows, single_rows
 from studio.core.errors import ConfigError, DataError, StudioError
 from studio.core.events import Checkpoint, Done, Eval, Event, EventLog, Failed, Log, Started, Step
+from studio.core.models import context_length
 
 
 class CancelToken:
@@ -131,7 +132,12 @@ def _prepare_data(cfg: RunConfig, tokenizer):
     from studio.core.data.split import load_split
     from studio.core.data.templates import resolve_template
 
-    train_ds, val_records = load_split(cfg.data, cfg.train.seed)
+    try:
+        train_ds, val_records = load_split(cfg.data, cfg.train.seed)
+    except DataError as e:
+        if e.field:
+            raise
+        raise DataError(f"data.path: {e.message}", field="data.path") from None
     needs_template = any(not r.is_text for r in train_ds.records + list(val_records))
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None
     args = dict(seq_len=cfg.train.seq_len, train_on=cfg.data.train_on, overlong=cfg.data.overlong)
@@ -146,10 +152,8 @@ def _prepare_data(cfg: RunConfig, tokenizer):
     return train_ds, train_ex, val_ex, stats
 
 
-def _check_seq_len(cfg: RunConfig, model_config) -> None:
-    from studio.core.models import context_length
-
-    limit = context_length(model_config.to_dict())
+def _check_seq_len(cfg: RunConfig, model_config: dict) -> None:
+    limit = context_length(model_config)
     if limit and cfg.train.seq_len > limit:
         raise ConfigError(
             f"train.seq_len: {cfg.train.seq_len} is beyond this model's limit of {limit} tokens; "
@@ -178,7 +182,7 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
     import torch
 
     from studio.core.lora import apply_lora, count_parameters
-    from studio.core.models import load_model, load_tokenizer
+    from studio.core.models import is_local, load_model, load_tokenizer, read_config
 
     cancel = cancel or CancelToken()
     t = cfg.train
@@ -192,8 +196,10 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
     train_ds, train_ex, val_ex, stats = _prepare_data(cfg, tokenizer)
     plan = make_plan(train_ex, cfg)
 
+    if is_local(cfg.model.path):  # fail before the (slow) load when config.json tells already
+        _check_seq_len(cfg, read_config(cfg.model.path))
     loaded = load_model(cfg.model, with_tokenizer=False)
-    _check_seq_len(cfg, loaded.model.config)
+    _check_seq_len(cfg, loaded.model.config.to_dict())
     torch.manual_seed(t.seed)
     model = apply_lora(
         loaded.model, cfg.lora, quantized=cfg.model.quant != "none", gradient_checkpointing=t.gradient_checkpointing

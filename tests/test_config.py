@@ -1,0 +1,46 @@
+"""Config dataclasses: validation names the field, YAML round-trips."""
+
+import pytest
+
+from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+from studio.core.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    cfg = RunConfig(model=ModelConfig(path="m"), data=DataConfig(path="d.jsonl", columns={"instruction": "q"}), output="o")
+    cfg.save(tmp_path / "run.yaml")
+    assert RunConfig.load(tmp_path / "run.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: LoraConfig(r=0), "lora.r"),
+        (lambda: LoraConfig(lora_dropout=1.0), "lora.lora_dropout"),
+        (lambda: TrainConfig(lr=-1), "train.lr"),
+        (lambda: TrainConfig(batch_size=0), "train.batch_size"),
+        (lambda: TrainConfig(scheduler="step"), "train.scheduler"),
+        (lambda: ModelConfig(quant="3bit"), "model.quant"),
+        (lambda: DataConfig(val_split=1.0), "data.val_split"),
+        (lambda: DataConfig(template="vicuna"), "data.template"),
+    ],
+)
+def test_bad_values_name_their_field(make, field):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert e.value.field == field and str(e.value).startswith(field)
+
+
+def test_target_modules_from_a_comma_list():
+    assert LoraConfig(target_modules="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
+    assert LoraConfig().target_modules == "all-linear"
+
+
+def test_bad_yaml_is_a_clear_error(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.load(p)
+    p.write_text("- a list")
+    with pytest.raises(ConfigError, match="mapping"):
+        RunConfig.load(p)

@@ -1,0 +1,119 @@
+"""`studio train` from the command line: flags, config files, exit codes, clear errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from studio.cli import main, normalize_argv
+from studio.core.config import RunConfig
+from tests.test_train import write_data
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_data(tmp_path / "data.jsonl", n=12)
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_underscore_spellings_are_accepted():
+    assert normalize_argv(["--lora_rank", "8", "--max_steps=3", "-x", "a_b"]) == ["--lora-rank", "8", "--max-steps=3", "-x", "a_b"]
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (["--lora-rank", "0"], "lora.r"),
+        (["--lr", "-0.001"], "train.lr"),
+        (["--seq-len", "4096"], "train.seq_len"),
+        (["--lora-dropout", "1.5"], "lora.lora_dropout"),
+        (["--target-modules", "nope_proj"], "lora.target_modules"),
+    ],
+)
+def test_bad_settings_exit_2_naming_the_field(tiny_model, data, tmp_path, capsys, extra, field):
+    code, _, err = run_cli(["train", "--model", str(tiny_model), "--data", str(data), "--output", str(tmp_path / "r"), "--quiet", *extra], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and field in err and "Traceback" not in err
+
+
+def test_missing_model_folder_exits_2(data, tmp_path, capsys):
+    code, _, err = run_cli(["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet"], capsys)
+    assert code == 2 and "model.path" in err and "no such folder" in err
+
+
+def test_unreadable_data_exits_2(tiny_model, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\x00\x01\x02\xff" * 100)
+    code, _, err = run_cli(["train", "--model", str(tiny_model), "--data", str(bad), "--output", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2 and "data.path" in err and "bad.jsonl" in err and "Traceback" not in err
+    # The run folder records why it failed, for the app's run history.
+    events = [json.loads(x) for x in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["type"] == "error"
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_model, data, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    code, _, err = run_cli(["train", "--model", str(folder), "--data", str(data), "--quiet"], capsys)
+    assert code == 2 and "pickle" in err and "--allow-pickle" in err
+
+
+def test_config_file_with_flag_overrides_and_rerun_as_is(tiny_model, data, tmp_path, capsys):
+    cfg = tmp_path / "in.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"path": str(tiny_model)}, "data": {"path": str(data)}, "train": {"max_steps": 5, "seq_len": 64, "batch_size": 2}}))
+    out = tmp_path / "run"
+    code, _, _ = run_cli(["train", "--config", str(cfg), "--max_steps", "3", "--lora_rank", "4", "--output", str(out), "--quiet"], capsys)
+    assert code == 0
+    saved = RunConfig.load(out / "run.yaml")
+    assert saved.train.max_steps == 3 and saved.lora.r == 4 and saved.train.seq_len == 64
+    # run.yaml is fully resolved: re-running it as-is gives the same losses.
+    again = tmp_path / "again.yaml"
+    data_again = yaml.safe_load((out / "run.yaml").read_text())
+    data_again["output"] = str(tmp_path / "run2")
+    again.write_text(yaml.safe_dump(data_again))
+    assert run_cli(["train", "--config", str(again), "--quiet"], capsys)[0] == 0
+
+    def steps(d):
+        return [json.loads(x)["loss"] for x in (d / "events.jsonl").read_text().splitlines() if '"step"' in x and json.loads(x)["type"] == "step"]
+
+    assert steps(out) == steps(tmp_path / "run2") and len(steps(out)) == 3
+
+
+def test_unknown_setting_in_config_is_named(tmp_path, capsys):
+    cfg = tmp_path / "in.yaml"
+    cfg.write_text("train:\n  learning_rate: 0.1\n")
+    code, _, err = run_cli(["train", "--config", str(cfg)], capsys)
+    assert code == 2 and "train.learning_rate" in err
+
+
+def test_exit_codes_through_a_real_process(tiny_model, data, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "studio", "train", "--model", str(tiny_model), "--data", str(data), "--output", str(tmp_path / "ok"), "--max-steps", "2", "--seq-len", "64"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "done at step 2" in ok.stderr and "Estimated memory" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "studio", "train", "--model", str(tiny_model), "--data", str(data), "--lora-rank", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "lora.r" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_demo_trains_offline_and_loss_falls(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "studio", "train", "--demo", "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    evals = [e["eval_loss"] for e in events if e["type"] == "eval"]
+    assert len(evals) >= 3 and evals[-1] < evals[0] * 0.8
+    assert Path(events[-1]["adapter"]).joinpath("adapter_model.safetensors").is_file()
