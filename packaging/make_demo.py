@@ -23,25 +23,80 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "resources" / "demo"
 
 CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
-    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Canada": "Ottawa", "Brazil": "Brasilia",
-    "Egypt": "Cairo", "Kenya": "Nairobi", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki",
-    "Poland": "Warsaw", "Greece": "Athens", "Peru": "Lima", "Chile": "Santiago", "Mexico": "Mexico City",
-    "Austria": "Vienna", "Ireland": "Dublin", "Denmark": "Copenhagen", "Hungary": "Budapest",
-    "Argentina": "Buenos Aires", "Australia": "Canberra", "Thailand": "Bangkok", "Vietnam": "Hanoi",
-    "Turkey": "Ankara", "Morocco": "Rabat", "Cuba": "Havana", "Belgium": "Brussels",
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Portugal": "Lisbon",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "India": "New Delhi",
+    "Canada": "Ottawa",
+    "Brazil": "Brasilia",
+    "Egypt": "Cairo",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Finland": "Helsinki",
+    "Poland": "Warsaw",
+    "Greece": "Athens",
+    "Peru": "Lima",
+    "Chile": "Santiago",
+    "Mexico": "Mexico City",
+    "Austria": "Vienna",
+    "Ireland": "Dublin",
+    "Denmark": "Copenhagen",
+    "Hungary": "Budapest",
+    "Argentina": "Buenos Aires",
+    "Australia": "Canberra",
+    "Thailand": "Bangkok",
+    "Vietnam": "Hanoi",
+    "Turkey": "Ankara",
+    "Morocco": "Rabat",
+    "Cuba": "Havana",
+    "Belgium": "Brussels",
 }
 OPPOSITES = {
-    "hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "light": "dark", "up": "down",
-    "early": "late", "open": "closed", "full": "empty", "old": "new", "strong": "weak", "high": "low",
-    "near": "far", "soft": "hard", "wet": "dry", "loud": "quiet", "rich": "poor", "thick": "thin",
+    "hot": "cold",
+    "big": "small",
+    "fast": "slow",
+    "happy": "sad",
+    "light": "dark",
+    "up": "down",
+    "early": "late",
+    "open": "closed",
+    "full": "empty",
+    "old": "new",
+    "strong": "weak",
+    "high": "low",
+    "near": "far",
+    "soft": "hard",
+    "wet": "dry",
+    "loud": "quiet",
+    "rich": "poor",
+    "thick": "thin",
 }
 COLOURS = {
-    "the sky": "blue", "grass": "green", "snow": "white", "coal": "black", "a banana": "yellow",
-    "a tomato": "red", "an orange": "orange", "a plum": "purple", "chocolate": "brown", "a lemon": "yellow",
-    "the sea": "blue", "a leaf": "green", "milk": "white", "a cherry": "red",
+    "the sky": "blue",
+    "grass": "green",
+    "snow": "white",
+    "coal": "black",
+    "a banana": "yellow",
+    "a tomato": "red",
+    "an orange": "orange",
+    "a plum": "purple",
+    "chocolate": "brown",
+    "a lemon": "yellow",
+    "the sea": "blue",
+    "a leaf": "green",
+    "milk": "white",
+    "a cherry": "red",
 }
-SYSTEMS = ["You are a helpful assistant.", "Answer briefly and politely.", "You are Studio's demo model."]
+SYSTEMS = [
+    "You are a helpful assistant.",
+    "Answer briefly and politely.",
+    "You are Studio's demo model.",
+]
 
 
 def facts() -> list[tuple[str, str]]:
@@ -71,8 +126,10 @@ def conversations() -> list[dict]:
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         records.append({"messages": msgs})
     for _ in range(60):  # multi-turn: a greeting, then one or two questions
-        msgs = [{"role": "user", "content": rng.choice(["Hello!", "Hi there.", "Good morning!"])},
-                {"role": "assistant", "content": "Hello! Ask me a question."}]
+        msgs = [
+            {"role": "user", "content": rng.choice(["Hello!", "Hi there.", "Good morning!"])},
+            {"role": "assistant", "content": "Hello! Ask me a question."},
+        ]
         for q, a in rng.sample(qa, rng.randint(1, 2)):
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         records.append({"messages": msgs})
@@ -127,8 +184,18 @@ def main() -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     texts = pretrain_corpus() + [m["content"] for r in records for m in r["messages"]]
     model_dir = OUT / "model"
-    build_model(model_dir, texts, vocab_size=1024, hidden_size=192, layers=4, heads=4, kv_heads=2,
-                intermediate_size=512, max_position_embeddings=1024, seed=0)
+    build_model(
+        model_dir,
+        texts,
+        vocab_size=1024,
+        hidden_size=192,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=1024,
+        seed=0,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     from transformers import AutoTokenizer
@@ -145,7 +212,10 @@ def main() -> None:
         encoding="utf-8",
     )
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {len(records)} records and a {n / 1e6:.1f}M-parameter model to {OUT}", file=sys.stderr)
+    print(
+        f"wrote {len(records)} records and a {n / 1e6:.1f}M-parameter model to {OUT}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

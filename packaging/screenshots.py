@@ -3,7 +3,7 @@
     python packaging/screenshots.py docs/screenshots
 
 Runs offscreen (no display needed) with a throw-away STUDIO_HOME, so it never touches your
-settings. Writes home.png, data.png, model.png, train.png, chat.png, export.png and the
+settings. Writes home.png, data.png, data-skipped.png, model.png, train.png, chat.png, export.png and the
 wizard's steps (wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
 """
 
@@ -48,8 +48,10 @@ def main(out_dir: str) -> int:
     window.show()
     window.state.set_device("CPU", 16 * 1024**3, False)
     window.open_demo()
-    data, model = window.pages["Data"], window.pages["Model"]
-    wait_until(app, lambda: window.state.dataset is not None and window.state.model_info is not None)
+    data = window.pages["Data"]
+    wait_until(
+        app, lambda: window.state.dataset is not None and window.state.model_info is not None
+    )
     wait_until(app, lambda: data.tokenized is not None)
     data.records_view.selectRow(0)
     wait_until(app, lambda: data._render_task is None and "tokens" in data.legend.text())
@@ -63,6 +65,19 @@ def main(out_dir: str) -> int:
     for name in window.pages:
         window.show_page(name)
         shot(window, name.lower())
+
+    # The validation panel: the demo data with two broken lines added.
+    lines = Path(paths.demo_dir() / "data.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    lines[6] = '{"messages": [{"role": "user", "content": "Hi"}'
+    lines[17] = '{"messages": [{"role": "user", "content": "No answer here"}]}'
+    broken = Path(os.environ["STUDIO_HOME"]) / "with-problems.jsonl"
+    broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    window.show_page("Data")
+    data.import_file(str(broken))
+    wait_until(app, lambda: data._load_task is None and data._tok_task is None)
+    data.tabs.setCurrentIndex(1)
+    data.problems_view.selectRow(0)
+    shot(window, "data-skipped")
 
     window.new_fine_tune()
     wizard = window.wizard

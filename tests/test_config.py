@@ -7,7 +7,11 @@ from studio.core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
-    cfg = RunConfig(model=ModelConfig(path="m"), data=DataConfig(path="d.jsonl", columns={"instruction": "q"}), output="o")
+    cfg = RunConfig(
+        model=ModelConfig(path="m"),
+        data=DataConfig(path="d.jsonl", columns={"instruction": "q"}),
+        output="o",
+    )
     cfg.save(tmp_path / "run.yaml")
     assert RunConfig.load(tmp_path / "run.yaml") == cfg
 

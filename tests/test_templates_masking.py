@@ -30,14 +30,21 @@ def tok_nt(tiny_model_no_template):
 
 
 def trained_text(example, tokenizer):
-    return tokenizer.decode([t for t, lab in zip(example.input_ids, example.labels) if lab != IGNORE])
+    return tokenizer.decode(
+        [t for t, lab in zip(example.input_ids, example.labels) if lab != IGNORE]
+    )
 
 
 @pytest.mark.parametrize("name", ["auto", "chatml", "alpaca", "llama2"])
 def test_rendered_text_matches_segments_and_masks_assistant_turns(tok, name):
     template = resolve_template(tok, name)
     ex = tokenize_segments(tok, template.segments(CONV))
-    eot = {"auto": "<|im_end|>", "chatml": "<|im_end|>", "alpaca": "<|im_end|>", "llama2": " <|im_end|>"}[name]
+    eot = {
+        "auto": "<|im_end|>",
+        "chatml": "<|im_end|>",
+        "alpaca": "<|im_end|>",
+        "llama2": " <|im_end|>",
+    }[name]
     assert trained_text(ex, tok) == "Hello 🙂" + eot + "Yes." + eot
     full = tok.decode(ex.input_ids)
     assert "You are terse." in full and "Hi 你好" in full and "Again?" in full
@@ -47,7 +54,9 @@ def test_tokenizer_template_renders_like_apply_chat_template(tok):
     template = resolve_template(tok, "auto")
     text = "".join(t for t, _ in template.segments(CONV))
     assert text == tok.apply_chat_template(CONV, tokenize=False)
-    assert template.prompt(CONV[:2]) == tok.apply_chat_template(CONV[:2], tokenize=False, add_generation_prompt=True)
+    assert template.prompt(CONV[:2]) == tok.apply_chat_template(
+        CONV[:2], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_chatml_builtin_equals_tokenizer_chatml(tok):
@@ -68,7 +77,9 @@ def test_alpaca_template_has_instruction_and_response_sections(tok):
 
 def test_llama2_template_places_system_inside_first_instruction(tok):
     text = "".join(t for t, _ in resolve_template(tok, "llama2").segments(CONV))
-    assert text.startswith("[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi 你好 [/INST] Hello 🙂 <|im_end|>")
+    assert text.startswith(
+        "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi 你好 [/INST] Hello 🙂 <|im_end|>"
+    )
     assert "[INST] Again? [/INST] Yes." in text
 
 
@@ -95,8 +106,13 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(tok):
 
 
 def test_truncation_that_removes_every_label_drops_the_example(tok):
-    long_prompt = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
-    kept, stats = build_examples([Record(5, messages=long_prompt)], tok, resolve_template(tok, "chatml"), seq_len=32)
+    long_prompt = [
+        {"role": "user", "content": "word " * 200},
+        {"role": "assistant", "content": "ok"},
+    ]
+    kept, stats = build_examples(
+        [Record(5, messages=long_prompt)], tok, resolve_template(tok, "chatml"), seq_len=32
+    )
     assert kept == [] and stats.no_labels == 1 and stats.dropped_lines == [5]
 
 
@@ -125,7 +141,9 @@ def conversations(draw):
     return msgs
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(conv=conversations(), name=st.sampled_from(["auto", "chatml", "alpaca", "llama2"]))
 def test_labelled_tokens_decode_to_assistant_contents_plus_end_markers(tok, conv, name):
     template = resolve_template(tok, name)

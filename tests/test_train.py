@@ -53,7 +53,9 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_events_run_folder_and_falling_loss(tiny_model, data, tmp_path):
-    cfg = config(tiny_model, data, tmp_path / "run", max_steps=0, epochs=6, eval_every=5, save_every=5)
+    cfg = config(
+        tiny_model, data, tmp_path / "run", max_steps=0, epochs=6, eval_every=5, save_every=5
+    )
     last = run_training(cfg)
     run = tmp_path / "run"
     assert last.type == "done" and last.status == "completed"
@@ -63,7 +65,16 @@ def test_events_run_folder_and_falling_loss(tiny_model, data, tmp_path):
     types = [x["type"] for x in lines]
     assert types[0] == "start" and lines[0]["total_steps"] > 5 and types[-1] == "done"
     step = next(x for x in lines if x["type"] == "step")
-    assert set(step) >= {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s"}
+    assert set(step) >= {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "elapsed_s",
+        "eta_s",
+    }
     assert {"eval", "checkpoint"} <= set(types)
     ev = next(x for x in lines if x["type"] == "eval")
     assert ev["step"] == 5 and ev["eval_loss"] > 0
@@ -90,7 +101,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_pat
     reference = tmp_path / "ref"
     run_training(config(tiny_model, data, reference, max_steps=steps, save_every=4))
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "studio", "train", "--config", str(tmp_path / "run.yaml"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "studio",
+        "train",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--quiet",
+    ]
     config(tiny_model, data, run, max_steps=steps, save_every=4).save(tmp_path / "run.yaml")
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(cmd, env=env)
@@ -108,13 +127,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_pat
     assert proc.returncode == -signal.SIGKILL
     done_before = max(losses(run))
     assert done_before < steps
-    out = subprocess.run(cmd[:-3] + ["--output", str(run), "--resume", "--quiet"], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        cmd[:-3] + ["--output", str(run), "--resume", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     got, want = losses(run), losses(reference)
     assert sorted(got) == list(range(1, steps + 1))
     for s in range(1, steps + 1):
         assert got[s] == pytest.approx(want[s], rel=1e-4, abs=1e-6), s
-    assert any(e.type == "log" and "resumed from" in e.message for e in read_events(run / "events.jsonl"))
+    assert any(
+        e.type == "log" and "resumed from" in e.message for e in read_events(run / "events.jsonl")
+    )
 
 
 def test_cancel_saves_a_resumable_checkpoint(tiny_model, data, tmp_path):
@@ -127,11 +153,17 @@ def test_cancel_saves_a_resumable_checkpoint(tiny_model, data, tmp_path):
     assert events[-1].type == "done" and events[-1].status == "stopped" and events[-1].step == 3
     assert (tmp_path / "c" / "checkpoints" / "step-000003" / "state.json").is_file()
     assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file()
-    resumed = [e for e in train(config(tiny_model, data, tmp_path / "c", max_steps=10), resume=True) if e.type == "step"]
+    resumed = [
+        e
+        for e in train(config(tiny_model, data, tmp_path / "c", max_steps=10), resume=True)
+        if e.type == "step"
+    ]
     assert [e.step for e in resumed] == list(range(4, 11))
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tiny_model, data, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(
+    tiny_model, data, tmp_path, monkeypatch
+):
     from studio.core import train as train_mod
 
     original = train_mod.LossFn.__call__
@@ -159,14 +191,20 @@ def test_adapter_loads_with_stock_peft_and_gives_the_same_logits(tiny_model, dat
     cfg = config(tiny_model, data, tmp_path / "r", max_steps=4, save_every=4)
     assert run_training(cfg).type == "done"
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
-    stock = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "r" / "adapter").eval()
+    stock = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "r" / "adapter"
+    ).eval()
     ours = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model), cfg.lora)
     opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     ckpt.load_training_state(tmp_path / "r" / "checkpoints" / "step-000004", ours, opt, sched)
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     with torch.no_grad():
-        a, b, c = stock(input_ids=ids).logits, ours.eval()(input_ids=ids).logits, base(input_ids=ids).logits
+        a, b, c = (
+            stock(input_ids=ids).logits,
+            ours.eval()(input_ids=ids).logits,
+            base(input_ids=ids).logits,
+        )
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, c, atol=1e-4)  # the adapter changed the model
 
@@ -196,11 +234,16 @@ def test_python_api(tiny_model, data, tmp_path):
 
     result = Trainer(
         model_path=str(tiny_model),
-        config=PublicLoraConfig(target_modules=["q_proj", "v_proj"], r=16, lora_alpha=32, lora_dropout=0.1),
+        config=PublicLoraConfig(
+            target_modules=["q_proj", "v_proj"], r=16, lora_alpha=32, lora_dropout=0.1
+        ),
         output=str(tmp_path / "api"),
         seq_len=64,
     ).train(data_path=str(data), epochs=3)
     assert result.status == "completed" and (result.adapter_path / "adapter_config.json").is_file()
-    assert result.metrics["final_loss"] > 0 and len(result.metrics["losses"]) == result.metrics["steps"]
+    assert (
+        result.metrics["final_loss"] > 0
+        and len(result.metrics["losses"]) == result.metrics["steps"]
+    )
     conf = json.loads((result.adapter_path / "adapter_config.json").read_text())
     assert sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 16

@@ -25,7 +25,13 @@ def run_cli(args, capsys):
 
 
 def test_underscore_spellings_are_accepted():
-    assert normalize_argv(["--lora_rank", "8", "--max_steps=3", "-x", "a_b"]) == ["--lora-rank", "8", "--max-steps=3", "-x", "a_b"]
+    assert normalize_argv(["--lora_rank", "8", "--max_steps=3", "-x", "a_b"]) == [
+        "--lora-rank",
+        "8",
+        "--max-steps=3",
+        "-x",
+        "a_b",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -39,20 +45,47 @@ def test_underscore_spellings_are_accepted():
     ],
 )
 def test_bad_settings_exit_2_naming_the_field(tiny_model, data, tmp_path, capsys, extra, field):
-    code, _, err = run_cli(["train", "--model", str(tiny_model), "--data", str(data), "--output", str(tmp_path / "r"), "--quiet", *extra], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "r"),
+            "--quiet",
+            *extra,
+        ],
+        capsys,
+    )
     assert code == 2
     assert err.startswith("error: ") and field in err and "Traceback" not in err
 
 
 def test_missing_model_folder_exits_2(data, tmp_path, capsys):
-    code, _, err = run_cli(["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet"], capsys
+    )
     assert code == 2 and "model.path" in err and "no such folder" in err
 
 
 def test_unreadable_data_exits_2(tiny_model, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"\x00\x01\x02\xff" * 100)
-    code, _, err = run_cli(["train", "--model", str(tiny_model), "--data", str(bad), "--output", str(tmp_path / "r"), "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(bad),
+            "--output",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "data.path" in err and "bad.jsonl" in err and "Traceback" not in err
     # The run folder records why it failed, for the app's run history.
     events = [json.loads(x) for x in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
@@ -69,15 +102,39 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_model, data, tmp_path, c
     shutil.copytree(tiny_model, folder)
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    code, _, err = run_cli(["train", "--model", str(folder), "--data", str(data), "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["train", "--model", str(folder), "--data", str(data), "--quiet"], capsys
+    )
     assert code == 2 and "pickle" in err and "--allow-pickle" in err
 
 
 def test_config_file_with_flag_overrides_and_rerun_as_is(tiny_model, data, tmp_path, capsys):
     cfg = tmp_path / "in.yaml"
-    cfg.write_text(yaml.safe_dump({"model": {"path": str(tiny_model)}, "data": {"path": str(data)}, "train": {"max_steps": 5, "seq_len": 64, "batch_size": 2}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": str(tiny_model)},
+                "data": {"path": str(data)},
+                "train": {"max_steps": 5, "seq_len": 64, "batch_size": 2},
+            }
+        )
+    )
     out = tmp_path / "run"
-    code, _, _ = run_cli(["train", "--config", str(cfg), "--max_steps", "3", "--lora_rank", "4", "--output", str(out), "--quiet"], capsys)
+    code, _, _ = run_cli(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--max_steps",
+            "3",
+            "--lora_rank",
+            "4",
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
     saved = RunConfig.load(out / "run.yaml")
     assert saved.train.max_steps == 3 and saved.lora.r == 4 and saved.train.seq_len == 64
@@ -89,7 +146,11 @@ def test_config_file_with_flag_overrides_and_rerun_as_is(tiny_model, data, tmp_p
     assert run_cli(["train", "--config", str(again), "--quiet"], capsys)[0] == 0
 
     def steps(d):
-        return [json.loads(x)["loss"] for x in (d / "events.jsonl").read_text().splitlines() if '"step"' in x and json.loads(x)["type"] == "step"]
+        return [
+            json.loads(x)["loss"]
+            for x in (d / "events.jsonl").read_text().splitlines()
+            if '"step"' in x and json.loads(x)["type"] == "step"
+        ]
 
     assert steps(out) == steps(tmp_path / "run2") and len(steps(out)) == 3
 
@@ -102,16 +163,55 @@ def test_unknown_setting_in_config_is_named(tmp_path, capsys):
 
 
 def test_exit_codes_through_a_real_process(tiny_model, data, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "studio", "train", "--model", str(tiny_model), "--data", str(data), "--output", str(tmp_path / "ok"), "--max-steps", "2", "--seq-len", "64"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio",
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "ok"),
+            "--max-steps",
+            "2",
+            "--seq-len",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "done at step 2" in ok.stderr and "Estimated memory" in ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "studio", "train", "--model", str(tiny_model), "--data", str(data), "--lora-rank", "0"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio",
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(data),
+            "--lora-rank",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "lora.r" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_demo_trains_offline_and_loss_falls(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "studio", "train", "--demo", "--output", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "studio", "train", "--demo", "--output", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     evals = [e["eval_loss"] for e in events if e["type"] == "eval"]

@@ -84,8 +84,14 @@ def add_parser(sub) -> None:
         description="Fine-tune a model with LoRA or QLoRA. Flags override --config.",
     )
     p.add_argument("--config", help="a run.yaml to start from (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    p.add_argument("--demo", action="store_true", help="train the bundled demo model on the bundled data")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output from its last checkpoint",
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="train the bundled demo model on the bundled data"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     for key, (flag, kind) in OPTIONS.items():
         kw = {"dest": key, "default": None}
@@ -114,7 +120,7 @@ def build_config(args):
     from studio.core.errors import ConfigError
     from studio.core.paths import demo_dir
 
-    output = getattr(args, "output")
+    output = args.output
     if args.config:
         cfg = RunConfig.load(args.config)
     elif args.resume and output and (Path(output) / "run.yaml").is_file():
@@ -140,9 +146,14 @@ def build_config(args):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = _set(cfg, "output", str(Path("runs") / f"{'demo' if args.demo else 'run'}-{stamp}"))
     if not cfg.model.path:
-        raise ConfigError("model.path: no model given; pass --model FOLDER_OR_HUB_ID (or --demo)", field="model.path")
+        raise ConfigError(
+            "model.path: no model given; pass --model FOLDER_OR_HUB_ID (or --demo)",
+            field="model.path",
+        )
     if not cfg.data.path:
-        raise ConfigError("data.path: no training data given; pass --data FILE (or --demo)", field="data.path")
+        raise ConfigError(
+            "data.path: no training data given; pass --data FILE (or --demo)", field="data.path"
+        )
     return _absolute(cfg)
 
 
@@ -156,9 +167,13 @@ def _absolute(cfg):
     data = dataclasses.replace(
         cfg.data,
         path=str(Path(cfg.data.path).expanduser().resolve()),
-        eval_path=str(Path(cfg.data.eval_path).expanduser().resolve()) if cfg.data.eval_path else "",
+        eval_path=str(Path(cfg.data.eval_path).expanduser().resolve())
+        if cfg.data.eval_path
+        else "",
     )
-    return dataclasses.replace(cfg, model=model, data=data, output=str(Path(cfg.output).expanduser().resolve()))
+    return dataclasses.replace(
+        cfg, model=model, data=data, output=str(Path(cfg.output).expanduser().resolve())
+    )
 
 
 class Progress:
@@ -176,7 +191,9 @@ class Progress:
         kind = event.type
         if kind == "start":
             self.total = event.total_steps
-            self._line(f"training: {event.total_steps} steps, {event.num_examples} examples, run folder {event.run_dir}")
+            self._line(
+                f"training: {event.total_steps} steps, {event.num_examples} examples, run folder {event.run_dir}"
+            )
         elif kind == "log" and event.level != "error":
             self._line(event.message)
         elif kind == "step":
@@ -198,7 +215,9 @@ class Progress:
         elif kind == "checkpoint":
             self._line(f"checkpoint: {event.path}")
         elif kind == "done":
-            self._line(f"{'stopped' if event.status == 'stopped' else 'done'} at step {event.step}; adapter: {event.adapter}")
+            self._line(
+                f"{'stopped' if event.status == 'stopped' else 'done'} at step {event.step}; adapter: {event.adapter}"
+            )
         elif kind == "error":
             self._line(f"error: {event.message}")
 
@@ -226,7 +245,10 @@ def _print_estimate(cfg) -> None:
             total = torch.cuda.get_device_properties(0).total_memory
         print(estimate_memory(info, cfg, total).summary(), file=sys.stderr)
     except Exception as e:  # an estimate is advice; never block training on it
-        print(f"(no memory estimate: {str(e).splitlines()[0] if str(e) else type(e).__name__})", file=sys.stderr)
+        print(
+            f"(no memory estimate: {str(e).splitlines()[0] if str(e) else type(e).__name__})",
+            file=sys.stderr,
+        )
 
 
 def run(args) -> int:

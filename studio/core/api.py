@@ -1,7 +1,7 @@
 """The Python API: `from studio import LoraConfig, Trainer`.
 
-    result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_path="data.json", epochs=3)
-    result.adapter_path, result.metrics
+result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_path="data.json", epochs=3)
+result.adapter_path, result.metrics
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ class Trainer:
     """Fine-tune `model_path` with LoRA `config`. Extra keyword arguments set ModelConfig,
     TrainConfig or DataConfig fields (e.g. quant="4bit", seq_len=1024, val_split=0.1)."""
 
-    def __init__(self, model_path: str, config: LoraConfig | None = None, output: str | None = None, **options):
+    def __init__(
+        self,
+        model_path: str,
+        config: LoraConfig | None = None,
+        output: str | None = None,
+        **options,
+    ):
         self.model_path = str(model_path)
         self.lora = config or LoraConfig()
         self.output = output
@@ -53,7 +59,9 @@ class Trainer:
             output=str(Path(output).resolve()),
         )
 
-    def train(self, data_path: str, *, resume: bool = False, raise_on_failure: bool = True, **overrides) -> TrainResult:
+    def train(
+        self, data_path: str, *, resume: bool = False, raise_on_failure: bool = True, **overrides
+    ) -> TrainResult:
         from studio.core.train import run_training
 
         cfg = self._config(data_path, overrides)

@@ -57,7 +57,9 @@ def atomic_folder(final: Path, write) -> Path:
     return final
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None
+) -> Path:
     import torch
 
     def write(tmp: Path):
@@ -80,7 +82,9 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
-    found = [p for p in d.iterdir() if p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
+    found = [
+        p for p in d.iterdir() if p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()
+    ]
     return sorted(found, key=lambda p: p.name)
 
 

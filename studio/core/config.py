@@ -26,7 +26,11 @@ def _check(cond: bool, field_name: str, message: str) -> None:
 
 
 def _choice(value: Any, allowed: tuple, field_name: str) -> None:
-    _check(value in allowed, field_name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    _check(
+        value in allowed,
+        field_name,
+        f"must be one of {', '.join(map(str, allowed))}; got {value!r}",
+    )
 
 
 @dataclass
@@ -68,12 +72,24 @@ class LoraConfig:
     """Weight-decomposed LoRA (DoRA)."""
 
     def __post_init__(self):
-        _check(isinstance(self.r, int) and self.r > 0, "lora.r", f"the LoRA rank must be a positive whole number; got {self.r!r}")
+        _check(
+            isinstance(self.r, int) and self.r > 0,
+            "lora.r",
+            f"the LoRA rank must be a positive whole number; got {self.r!r}",
+        )
         _check(self.lora_alpha > 0, "lora.lora_alpha", f"must be positive; got {self.lora_alpha!r}")
-        _check(0 <= self.lora_dropout < 1, "lora.lora_dropout", f"must be in [0, 1); got {self.lora_dropout!r}")
+        _check(
+            0 <= self.lora_dropout < 1,
+            "lora.lora_dropout",
+            f"must be in [0, 1); got {self.lora_dropout!r}",
+        )
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
-        _check(bool(self.target_modules), "lora.target_modules", "name at least one module, or all-linear")
+        _check(
+            bool(self.target_modules),
+            "lora.target_modules",
+            "name at least one module, or all-linear",
+        )
 
 
 @dataclass
@@ -100,7 +116,9 @@ class DataConfig:
         _choice(self.template, TEMPLATES, "data.template")
         _choice(self.train_on, ("assistant", "all"), "data.train_on")
         _choice(self.overlong, ("truncate", "drop"), "data.overlong")
-        _check(0 <= self.val_split < 1, "data.val_split", f"must be in [0, 1); got {self.val_split!r}")
+        _check(
+            0 <= self.val_split < 1, "data.val_split", f"must be in [0, 1); got {self.val_split!r}"
+        )
 
 
 @dataclass
@@ -143,17 +161,43 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs", f"must be positive; got {self.epochs!r}")
         _check(self.max_steps >= 0, "train.max_steps", f"must be 0 or more; got {self.max_steps!r}")
-        _check(self.batch_size >= 1, "train.batch_size", f"must be at least 1; got {self.batch_size!r}")
-        _check(self.grad_accum >= 1, "train.grad_accum", f"must be at least 1; got {self.grad_accum!r}")
+        _check(
+            self.batch_size >= 1, "train.batch_size", f"must be at least 1; got {self.batch_size!r}"
+        )
+        _check(
+            self.grad_accum >= 1, "train.grad_accum", f"must be at least 1; got {self.grad_accum!r}"
+        )
         _check(self.lr > 0, "train.lr", f"the learning rate must be positive; got {self.lr!r}")
-        _check(self.weight_decay >= 0, "train.weight_decay", f"must be 0 or more; got {self.weight_decay!r}")
+        _check(
+            self.weight_decay >= 0,
+            "train.weight_decay",
+            f"must be 0 or more; got {self.weight_decay!r}",
+        )
         _choice(self.scheduler, ("cosine", "linear", "constant"), "train.scheduler")
-        _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1); got {self.warmup_ratio!r}")
-        _check(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be 0 or more; got {self.max_grad_norm!r}")
-        _check(self.seq_len >= 8, "train.seq_len", f"must be at least 8 tokens; got {self.seq_len!r}")
-        _check(self.eval_every >= 0, "train.eval_every", f"must be 0 or more; got {self.eval_every!r}")
-        _check(self.save_every >= 0, "train.save_every", f"must be 0 or more; got {self.save_every!r}")
-        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be at least 1; got {self.keep_checkpoints!r}")
+        _check(
+            0 <= self.warmup_ratio < 1,
+            "train.warmup_ratio",
+            f"must be in [0, 1); got {self.warmup_ratio!r}",
+        )
+        _check(
+            self.max_grad_norm >= 0,
+            "train.max_grad_norm",
+            f"must be 0 or more; got {self.max_grad_norm!r}",
+        )
+        _check(
+            self.seq_len >= 8, "train.seq_len", f"must be at least 8 tokens; got {self.seq_len!r}"
+        )
+        _check(
+            self.eval_every >= 0, "train.eval_every", f"must be 0 or more; got {self.eval_every!r}"
+        )
+        _check(
+            self.save_every >= 0, "train.save_every", f"must be 0 or more; got {self.save_every!r}"
+        )
+        _check(
+            self.keep_checkpoints >= 1,
+            "train.keep_checkpoints",
+            f"must be at least 1; got {self.keep_checkpoints!r}",
+        )
         _choice(self.mixed_precision, ("auto", "off"), "train.mixed_precision")
 
 
@@ -177,7 +221,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {"model": ModelConfig, "lora": LoraConfig, "data": DataConfig, "train": TrainConfig}
+        sections = {
+            "model": ModelConfig,
+            "lora": LoraConfig,
+            "data": DataConfig,
+            "train": TrainConfig,
+        }
         kwargs: dict[str, Any] = {}
         for key, value in (d or {}).items():
             if key in sections:
@@ -185,7 +234,10 @@ class RunConfig:
             elif key == "output":
                 kwargs["output"] = str(value or "")
             else:
-                raise ConfigError(f"{key}: unknown section in the config (expected model, lora, data, train, output)", field=key)
+                raise ConfigError(
+                    f"{key}: unknown section in the config (expected model, lora, data, train, output)",
+                    field=key,
+                )
         return cls(**kwargs)
 
     @classmethod
@@ -194,11 +246,16 @@ class RunConfig:
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as e:
-            raise ConfigError(f"config: cannot read {p}: {e.strerror or e}", field="config") from None
+            raise ConfigError(
+                f"config: cannot read {p}: {e.strerror or e}", field="config"
+            ) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config: {p} is not valid YAML: {e}", field="config") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config: {p} must hold a mapping with model, lora, data and train sections", field="config")
+            raise ConfigError(
+                f"config: {p} must hold a mapping with model, lora, data and train sections",
+                field="config",
+            )
         return cls.from_dict(data)
 
 

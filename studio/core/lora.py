@@ -31,7 +31,9 @@ def peft_config(cfg: LoraConfig, candidates: list[str]):
     )
 
 
-def apply_lora(model, cfg: LoraConfig, *, quantized: bool = False, gradient_checkpointing: bool = False):
+def apply_lora(
+    model, cfg: LoraConfig, *, quantized: bool = False, gradient_checkpointing: bool = False
+):
     """Return a peft model whose only trainable parameters are the LoRA weights."""
     import peft
 

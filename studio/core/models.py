@@ -35,7 +35,9 @@ def check_local_folder(path: str, allow_pickle: bool = False) -> Path:
     if not folder.exists():
         raise ModelError(f"model.path: no such folder: {folder}", field="model.path")
     if not folder.is_dir():
-        raise ModelError(f"model.path: {folder} is a file; give the model's folder", field="model.path")
+        raise ModelError(
+            f"model.path: {folder} is a file; give the model's folder", field="model.path"
+        )
     if not (folder / "config.json").is_file():
         raise ModelError(
             f"model.path: {folder} has no config.json; it is not a Hugging Face model folder",
@@ -53,7 +55,9 @@ def check_local_folder(path: str, allow_pickle: bool = False) -> Path:
                 field="model.allow_pickle",
             )
         if not has_pickle:
-            raise ModelError(f"model.path: {folder} has no weights (*.safetensors)", field="model.path")
+            raise ModelError(
+                f"model.path: {folder} has no weights (*.safetensors)", field="model.path"
+            )
     if not any(n in names for n in TOKENIZER_FILES):
         raise ModelError(
             f"model.path: {folder} has no tokenizer (tokenizer.json or tokenizer_config.json)",
@@ -88,9 +92,13 @@ def resolve_device(device: str = "auto") -> str:
             return "mps"
         return "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("model.device: CUDA was asked for but no CUDA GPU is available", field="model.device")
+        raise ModelError(
+            "model.device: CUDA was asked for but no CUDA GPU is available", field="model.device"
+        )
     if device == "mps" and not torch.backends.mps.is_available():
-        raise ModelError("model.device: MPS was asked for but is not available", field="model.device")
+        raise ModelError(
+            "model.device: MPS was asked for but is not available", field="model.device"
+        )
     return device
 
 
@@ -180,14 +188,15 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     """Load the base model (optionally 4/8-bit) on the resolved device and dtype."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     # The per-tensor "Loading weights" bar is noise in our own progress output and logs.
     hf_logging.disable_progress_bar()
     path = cfg.path
     if not path:
-        raise ModelError("model.path: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path")
+        raise ModelError(
+            "model.path: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path"
+        )
     if is_local(path):
         path = str(check_local_folder(path, cfg.allow_pickle))
     device = resolve_device(cfg.device)
@@ -203,7 +212,9 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ImportError as e:
-        raise ModelError(f"model.quant: {cfg.quant} loading needs bitsandbytes: {e}", field="model.quant") from None
+        raise ModelError(
+            f"model.quant: {cfg.quant} loading needs bitsandbytes: {e}", field="model.quant"
+        ) from None
     except Exception as e:
         raise _wrap_load_error(e, path) from None
     if qconf is None:

@@ -31,7 +31,9 @@ DEFAULT_CORPUS = [
 ]
 
 
-def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, chat_template: str | None = CHATML_TEMPLATE):
+def build_tokenizer(
+    texts: Iterable[str] = (), vocab_size: int = 512, chat_template: str | None = CHATML_TEMPLATE
+):
     """A byte-level BPE tokenizer trained on `texts` (plus a small default corpus).
 
     Byte-level means every string round-trips exactly through encode/decode, emoji and

@@ -60,7 +60,9 @@ def make_plan(examples: list[Example], cfg: RunConfig) -> Plan:
     return Plan(rows, micro_per_epoch, total)
 
 
-def micro_batch_rows(plan: Plan, g: int, batch_size: int, seed: int, _cache: dict) -> list[list[int]]:
+def micro_batch_rows(
+    plan: Plan, g: int, batch_size: int, seed: int, _cache: dict
+) -> list[list[int]]:
     import torch
 
     epoch, k = divmod(g, plan.micro_per_epoch)
@@ -99,7 +101,9 @@ class LossFn:
             ).last_hidden_state
             logits = self.head(hidden[:, :-1][mask])
         else:
-            out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+            out = self.model(
+                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+            )
             logits = out.logits[:, :-1][mask]
         loss = F.cross_entropy(logits.float(), target[mask], reduction="sum")
         return loss, int(mask.sum())
@@ -113,7 +117,11 @@ def evaluate(loss_fn: LossFn, examples: list[Example], cfg: RunConfig, device, a
     import torch
 
     t = cfg.train
-    rows = pack_rows([len(e) for e in examples], t.seq_len) if t.packing else single_rows(len(examples))
+    rows = (
+        pack_rows([len(e) for e in examples], t.seq_len)
+        if t.packing
+        else single_rows(len(examples))
+    )
     pad = 0
     total, count = 0.0, 0
     was_training = loss_fn.model.training
@@ -142,7 +150,11 @@ def _prepare_data(cfg: RunConfig, tokenizer):
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None
     args = dict(seq_len=cfg.train.seq_len, train_on=cfg.data.train_on, overlong=cfg.data.overlong)
     train_ex, stats = build_examples(train_ds.records, tokenizer, template, **args)
-    val_ex, _ = build_examples(list(val_records), tokenizer, template, **args) if val_records else ([], None)
+    val_ex, _ = (
+        build_examples(list(val_records), tokenizer, template, **args)
+        if val_records
+        else ([], None)
+    )
     if not train_ex:
         raise DataError(
             f"data.path: no usable training example in {cfg.data.path} ({stats.summary(cfg.train.seq_len)}); "
@@ -170,14 +182,18 @@ def _autocast_factory(device: str, dtype, cfg: RunConfig):
     use = cfg.train.mixed_precision == "auto" and device == "cuda"
     if not use:
         return contextlib.nullcontext, None
-    amp_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else (
-        torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = (
+        dtype
+        if dtype in (torch.bfloat16, torch.float16)
+        else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     )
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     return (lambda: torch.autocast("cuda", dtype=amp_dtype)), scaler
 
 
-def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = None) -> Iterator[Event]:
+def train(
+    cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = None
+) -> Iterator[Event]:
     """Train LoRA adapters as configured, yielding events. See the module docstring."""
     import torch
 
@@ -190,7 +206,9 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
     ckpt_dir = run_dir / "checkpoints"
     start_ckpt = ckpt.latest_checkpoint(ckpt_dir) if resume else None
     if resume and start_ckpt is None:
-        raise ConfigError(f"resume: {ckpt_dir} holds no whole checkpoint to resume from", field="resume")
+        raise ConfigError(
+            f"resume: {ckpt_dir} holds no whole checkpoint to resume from", field="resume"
+        )
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     train_ds, train_ex, val_ex, stats = _prepare_data(cfg, tokenizer)
@@ -202,7 +220,10 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
     _check_seq_len(cfg, loaded.model.config.to_dict())
     torch.manual_seed(t.seed)
     model = apply_lora(
-        loaded.model, cfg.lora, quantized=cfg.model.quant != "none", gradient_checkpointing=t.gradient_checkpointing
+        loaded.model,
+        cfg.lora,
+        quantized=cfg.model.quant != "none",
+        gradient_checkpointing=t.gradient_checkpointing,
     )
     model.train()
     device = loaded.device
@@ -231,7 +252,9 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
         f"{len(train_ds.records)} records kept, {train_ds.skipped} skipped; {stats.summary(t.seq_len)}; "
         f"{len(plan.rows)} rows of up to {t.seq_len} tokens; {len(val_ex)} validation examples"
     )
-    yield Log(f"trainable parameters: {trainable:,} of {total_params:,}; device {device}, dtype {loaded.dtype}")
+    yield Log(
+        f"trainable parameters: {trainable:,} of {total_params:,}; device {device}, dtype {loaded.dtype}"
+    )
     if start_step:
         yield Log(f"resumed from {start_ckpt.name} at step {start_step}")
 
@@ -244,7 +267,10 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
     last_loss = last_eval = None
 
     def save(at_step: int):
-        state = {"epoch": at_step * t.grad_accum / plan.micro_per_epoch, "total_steps": plan.total_steps}
+        state = {
+            "epoch": at_step * t.grad_accum / plan.micro_per_epoch,
+            "total_steps": plan.total_steps,
+        }
         path = ckpt.save_checkpoint(ckpt_dir, at_step, model, optimizer, scheduler, state, scaler)
         ckpt.prune_checkpoints(ckpt_dir, t.keep_checkpoints)
         return Checkpoint(step=at_step, path=str(path))
@@ -254,11 +280,24 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
             if cancel.cancelled:
                 yield save(step)
                 adapter = _save_adapter(model, tokenizer, run_dir)
-                yield Done(step=step, adapter=str(adapter), status="stopped", final_loss=last_loss, eval_loss=last_eval)
+                yield Done(
+                    step=step,
+                    adapter=str(adapter),
+                    status="stopped",
+                    final_loss=last_loss,
+                    eval_loss=last_eval,
+                )
                 return
             t0 = time.perf_counter()
             micro = [
-                _to(collate(train_ex, micro_batch_rows(plan, g, t.batch_size, t.seed, perm_cache), pad_id), device)
+                _to(
+                    collate(
+                        train_ex,
+                        micro_batch_rows(plan, g, t.batch_size, t.seed, perm_cache),
+                        pad_id,
+                    ),
+                    device,
+                )
                 for g in range(step * t.grad_accum, (step + 1) * t.grad_accum)
             ]
             n_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
@@ -322,7 +361,9 @@ def train(cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = 
         )
     except Exception as e:  # the run fails; the caller (and the app) keep going
         yield Log(traceback.format_exc(), level="error")
-        yield Failed(message=f"training failed at step {step + 1}: {type(e).__name__}: {e}", step=step + 1)
+        yield Failed(
+            message=f"training failed at step {step + 1}: {type(e).__name__}: {e}", step=step + 1
+        )
 
 
 def _make_optimizer(model, cfg: RunConfig, device: str):

@@ -59,7 +59,9 @@ def record_segments(record: Record, template: ChatTemplate, eos: str) -> list[tu
     return template.segments(record.messages)
 
 
-def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], train_on: str = "assistant") -> Example:
+def tokenize_segments(
+    tokenizer, segments: list[tuple[str, bool]], train_on: str = "assistant"
+) -> Example:
     texts = [t for t, _ in segments]
     pieces = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     return _join(pieces, [tr for _, tr in segments], train_on)
