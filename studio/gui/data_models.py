@@ -96,7 +96,12 @@ class ProblemTableModel(QAbstractTableModel):
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
+        if not index.isValid() or role not in (
+            Qt.ItemDataRole.DisplayRole,
+            Qt.ItemDataRole.ToolTipRole,
+        ):
             return None
         p = self.problems[index.row()]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"Line {p.line}: {p.message}"
         return (str(p.line), p.field or "", p.message)[index.column()]

@@ -44,6 +44,10 @@ class Task(QThread):
             raise Cancelled()
         self.progressed.emit(done, total)
 
+    def _forget(self) -> None:
+        _live.discard(self)
+        self.deleteLater()
+
     def run(self) -> None:  # on the worker thread
         try:
             kwargs = dict(self.kwargs)
@@ -83,15 +87,11 @@ def run_task(
         task.failed.connect(on_error, queued)
     if on_progress is not None:
         task.progressed.connect(on_progress, queued)
-    task.finished.connect(lambda t=task: _forget(t), queued)
+    # A bound method of the task (a QObject living in the GUI thread): runs in the GUI thread.
+    task.finished.connect(task._forget, queued)
     _live.add(task)
     task.start()
     return task
-
-
-def _forget(task: Task) -> None:
-    _live.discard(task)
-    task.deleteLater()
 
 
 def live_tasks() -> list[Task]:

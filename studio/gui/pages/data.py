@@ -154,10 +154,11 @@ class DataPage(QWidget):
         self.tabs.addTab(self.problems_view, "Skipped")
         self.records_view.selectionModel().currentRowChanged.connect(self._record_selected)
         self.problems_view.selectionModel().currentRowChanged.connect(self._problem_selected)
+        self.tabs.currentChanged.connect(self._tab_changed)
         split.addWidget(self.tabs)
 
         right = QSplitter(Qt.Orientation.Vertical)
-        preview_box = QGroupBox("Training text of the selected record")
+        preview_box = QGroupBox("Selected record")
         pl = QVBoxLayout(preview_box)
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
@@ -338,7 +339,7 @@ class DataPage(QWidget):
         self.tokenized = result
         self.histogram.show_lengths(result.lengths, self.state.config.train.seq_len)
         index = self.records_view.currentIndex()
-        if index.isValid():
+        if index.isValid() and self.tabs.currentIndex() == 0:
             self._record_selected(index)
 
     def _tokenize_failed(self, error) -> None:
@@ -387,6 +388,10 @@ class DataPage(QWidget):
     def _rendered(self, result) -> None:
         self._render_task = None
         record, runs, n_tokens = result
+        index = self.records_view.currentIndex()
+        current = self.records_model.records[index.row()] if index.isValid() else None
+        if self.tabs.currentIndex() != 0 or current is not record:
+            return  # a stale result: the user has moved on
         self.preview.clear()
         cursor = self.preview.textCursor()
         plain, trained = QTextCharFormat(), QTextCharFormat()
@@ -404,9 +409,18 @@ class DataPage(QWidget):
         self._render_task = None
         self.legend.setText(f"Could not render this record: {error}")
 
+    def _tab_changed(self, tab: int) -> None:
+        view = self.records_view if tab == 0 else self.problems_view
+        index = view.currentIndex()
+        if index.isValid():
+            (self._record_selected if tab == 0 else self._problem_selected)(index)
+
     def _problem_selected(self, current, _previous=None) -> None:
         if not current.isValid():
             return
+        if self._render_task is not None:
+            self._render_task.cancel()
+            self._render_task = None
         p = self.problems_model.problems[current.row()]
         self.legend.setText(f"<b>Line {p.line} was skipped:</b> {p.message}")
         self.preview.setPlainText(p.raw or "(the raw line is not available)")
