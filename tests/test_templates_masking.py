@@ -31,7 +31,7 @@ def tok_nt(tiny_model_no_template):
 
 def trained_text(example, tokenizer):
     return tokenizer.decode(
-        [t for t, lab in zip(example.input_ids, example.labels) if lab != IGNORE]
+        [t for t, lab in zip(example.input_ids, example.labels, strict=True) if lab != IGNORE]
     )
 
 
