@@ -129,7 +129,30 @@ def test_command_line_is_equivalent():
 
 
 def test_command_line_uses_config_for_settings_without_flags():
-    cfg = RunConfig(train=TrainConfig(scheduler="linear", gradient_checkpointing=True))
-    assert changed_without_flag(cfg) == ["train.scheduler"]
+    cfg = RunConfig(
+        train=TrainConfig(scheduler="linear", gradient_checkpointing=True, mixed_precision="off")
+    )
+    assert changed_without_flag(cfg) == ["train.mixed_precision"]
     args = shlex.split(command_line(cfg, "/r/run.yaml"))
     assert args[2:4] == ["--config", "/r/run.yaml"] and "--gradient-checkpointing" in args
+    assert args[args.index("--scheduler") + 1] == "linear"
+    assert "--config" not in command_line(
+        RunConfig(train=TrainConfig(scheduler="linear")), "/r/run.yaml"
+    )
+
+
+def test_command_line_round_trips_through_studio_train(tmp_path):
+    """The command the app shows, parsed by `studio train`, gives back the same RunConfig."""
+    import argparse
+
+    from studio.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers())
+    cfg = apply_preset(RunConfig(output=str(tmp_path / "run")), "Thorough")
+    cfg.model.path, cfg.data.path = str(tmp_path / "model"), str(tmp_path / "d.jsonl")
+    cfg.model.double_quant, cfg.lora.use_dora, cfg.train.packing = False, True, False
+    cfg.train.weight_decay, cfg.data.train_on, cfg.lora.r = 0.1, "all", 4
+    cfg.lora.target_modules = ["q_proj", "v_proj"]
+    args = shlex.split(command_line(cfg))[1:]
+    assert train.build_config(parser.parse_args(args)) == cfg

@@ -333,6 +333,20 @@ FLAGS: dict[str, str] = {
     "train.seed": "--seed",
     "train.gradient_checkpointing": "--gradient-checkpointing",
     "model.device": "--device",
+    "model.dtype": "--dtype",
+    "model.double_quant": "--double-quant",
+    "model.trust_remote_code": "--trust-remote-code",
+    "model.allow_pickle": "--allow-pickle",
+    "lora.use_rslora": "--rslora",
+    "lora.use_dora": "--dora",
+    "data.template": "--template",
+    "data.train_on": "--train-on",
+    "data.overlong": "--overlong",
+    "train.weight_decay": "--weight-decay",
+    "train.scheduler": "--scheduler",
+    "train.warmup_ratio": "--warmup-ratio",
+    "train.max_grad_norm": "--max-grad-norm",
+    "train.keep_checkpoints": "--keep-checkpoints",
 }
 _ALWAYS = ("model.path", "data.path", "output")
 
@@ -377,11 +391,8 @@ def command_line(cfg: RunConfig, config_path: str | Path | None = None) -> str:
             continue
         if key in _ALWAYS and not value:
             continue
-        if isinstance(value, bool):
-            if flag == "--packing":
-                parts.append("--packing" if value else "--no-packing")
-            elif value:
-                parts.append(flag)
+        if isinstance(value, bool):  # --x / --no-x
+            parts.append(flag if value else "--no-" + flag[2:])
             continue
         parts += [flag, _fmt(value)]
     return shlex.join(parts)
