@@ -1,0 +1,250 @@
+"""A live OpenAI-compatible server on a tiny model, driven by the official `openai` client."""
+
+import http.client
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from studio.cli import main  # noqa: E402
+from studio.core.errors import StudioError  # noqa: E402
+from studio.core.generation import GenerationSettings  # noqa: E402
+from studio.core.infer import load_chat_model  # noqa: E402
+from studio.serve import App, create_app  # noqa: E402
+
+KEY = "secret-key"
+HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model):
+    return load_chat_model(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def server(chat_model):
+    before = set(threading.enumerate())
+    app = App(chat_model, api_key=KEY).start(port=0)
+    yield app
+    app.stop()
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads left running: {left}"
+
+
+@pytest.fixture
+def client(server):
+    c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=60)
+    yield c
+    c.close()
+
+
+def raw(app, method, path, body=None, headers=None):
+    """One plain HTTP request: (status, parsed JSON or text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=60)
+    try:
+        hdrs = {"Authorization": f"Bearer {KEY}", **(headers or {})}
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+    finally:
+        conn.close()
+
+
+def expected(chat_model, messages=HELLO, max_tokens=16):
+    gen = chat_model.chat(messages, GenerationSettings(temperature=0, max_new_tokens=max_tokens))
+    return "".join(gen), gen
+
+
+def test_model_list(client, server):
+    models = client.models.list()
+    assert [m.id for m in models.data] == [server.model_id] == ["model"]
+    assert client.models.retrieve("model").id == "model"
+
+
+def test_chat_completion_matches_the_core(client, chat_model):
+    text, gen = expected(chat_model)
+    r = client.chat.completions.create(model="model", messages=HELLO, temperature=0, max_tokens=16)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == text
+    assert r.choices[0].finish_reason == ("length" if gen.finish_reason == "length" else "stop")
+    assert r.usage.prompt_tokens == gen.prompt_tokens
+    assert r.usage.completion_tokens == gen.completion_tokens
+
+
+def test_streamed_chat_completion(client, chat_model):
+    text, _ = expected(chat_model)
+    stream = client.chat.completions.create(
+        model="model",
+        messages=HELLO,
+        temperature=0,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(pieces) == text and len([p for p in pieces if p]) > 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_stream_is_server_sent_events_ending_with_done(server):
+    status, text = raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        {"model": "model", "messages": HELLO, "max_tokens": 4, "stream": True},
+    )
+    assert status == 200
+    events = [e for e in text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_completions_endpoint(client, chat_model):
+    gen = chat_model.complete(
+        "The quick brown", GenerationSettings(temperature=0, max_new_tokens=8)
+    )
+    text = "".join(gen)
+    r = client.completions.create(
+        model="model", prompt="The quick brown", temperature=0, max_tokens=8
+    )
+    assert r.choices[0].text == text and r.usage.completion_tokens == gen.completion_tokens
+    streamed = client.completions.create(
+        model="model", prompt="The quick brown", temperature=0, max_tokens=8, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == text
+
+
+def test_wrong_or_missing_key_is_401(server):
+    bad = openai.OpenAI(base_url=server.url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="model", messages=HELLO)
+    bad.close()
+    assert e.value.status_code == 401 and e.value.code == "invalid_api_key"
+    status, body = raw(server, "GET", "/v1/models", headers={"Authorization": ""})
+    assert status == 401 and set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_malformed_requests_are_400(client, server):
+    status, body = raw(server, "POST", "/v1/chat/completions", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="model", messages=[])
+    assert e.value.status_code == 400 and e.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="model", messages=HELLO, temperature=-1)
+    assert e.value.param == "temperature"
+    status, body = raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        {"model": "model", "messages": [{"role": "robot", "content": "x"}]},
+    )
+    assert status == 400 and body["error"]["param"] == "messages[0].role"
+
+
+def test_prompt_longer_than_context_is_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="model", messages=[{"role": "user", "content": "word " * 2000}]
+        )
+    assert e.value.code == "context_length_exceeded"
+
+
+def test_unknown_model_or_route_is_404(client, server):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-9", messages=HELLO)
+    assert e.value.code == "model_not_found"
+    status, body = raw(server, "GET", "/v1/nothing")
+    assert status == 404 and "error" in body
+
+
+def test_eight_concurrent_requests_all_answered(server, chat_model):
+    text, _ = expected(chat_model, max_tokens=12)
+    clients = [
+        openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+        for _ in range(8)
+    ]
+
+    def ask(i):
+        c = clients[i]
+        if i % 2:
+            stream = c.chat.completions.create(
+                model="model", messages=HELLO, temperature=0, max_tokens=12, stream=True
+            )
+            return "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+        r = c.chat.completions.create(model="model", messages=HELLO, temperature=0, max_tokens=12)
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    for c in clients:
+        c.close()
+    assert answers == [text] * 8  # queued one at a time, so every answer is whole and the same
+
+
+def test_python_form_create_app_run(tiny_model):
+    before = set(threading.enumerate())
+    app = create_app(model_path=str(tiny_model))
+    thread = threading.Thread(target=app.run, kwargs={"host": "127.0.0.1", "port": 0})
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not app.port and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c = openai.OpenAI(base_url=app.url, api_key="unused", max_retries=0)
+    r = c.chat.completions.create(model="model", messages=HELLO, max_tokens=3, seed=1)
+    c.close()
+    app.stop()
+    thread.join(10)
+    assert r.choices[0].message.content is not None and not thread.is_alive()
+    assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+def test_stop_cancels_a_running_answer(chat_model):
+    app = App(chat_model).start(port=0)
+    done = {}
+
+    def ask():
+        done["r"] = raw(
+            app,
+            "POST",
+            "/v1/chat/completions",
+            {
+                "model": "model",
+                "messages": HELLO,
+                "max_tokens": 100000,
+                "temperature": 1,
+                "top_k": 0,
+            },
+        )
+
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    app.stop()
+    t.join(10)
+    assert time.monotonic() - start < 5 and not t.is_alive()
+
+
+def test_non_loopback_host_needs_a_key(chat_model, capsys):
+    with pytest.raises(StudioError, match="--api-key"):
+        App(chat_model).bind("0.0.0.0", 0)
+    # The CLI refuses before loading anything: exit 2 with the reason.
+    assert main(["serve", "--model", "/nonexistent", "--host", "0.0.0.0"]) == 2
+    assert "--api-key" in capsys.readouterr().err
