@@ -247,3 +247,44 @@ def test_python_api(tiny_model, data, tmp_path):
     )
     conf = json.loads((result.adapter_path / "adapter_config.json").read_text())
     assert sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 16
+
+
+def step_losses(cfg):
+    events = list(train(cfg))
+    assert events[-1].type == "done", events[-1]
+    return [e.loss for e in events if e.type == "step"], events
+
+
+def test_grad_accumulation_normalises_like_one_big_batch(tiny_model, data, tmp_path):
+    big = config(tiny_model, data, tmp_path / "big", max_steps=4, batch_size=4)
+    acc = config(tiny_model, data, tmp_path / "acc", max_steps=4, batch_size=2, grad_accum=2)
+    for c in (big, acc):
+        c.lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0)
+    a, _ = step_losses(big)
+    b, _ = step_losses(acc)
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_model, data, tmp_path):
+    plain = config(tiny_model, data, tmp_path / "p", max_steps=3)
+    ckpt = config(tiny_model, data, tmp_path / "g", max_steps=3, gradient_checkpointing=True)
+    for c in (plain, ckpt):
+        c.lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0)
+    assert step_losses(plain)[0] == pytest.approx(step_losses(ckpt)[0], rel=1e-5)
+
+
+def test_dora_and_rslora_train(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "d", max_steps=2)
+    cfg.lora = LoraConfig(
+        r=4, lora_alpha=8, use_dora=True, use_rslora=True, target_modules=["q_proj", "o_proj"]
+    )
+    losses_, events = step_losses(cfg)
+    conf = json.loads((Path(events[-1].adapter) / "adapter_config.json").read_text())
+    assert conf["use_dora"] and conf["use_rslora"] and len(losses_) == 2
+
+
+def test_qlora_8bit_trains_on_cpu(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "q8", max_steps=2)
+    cfg.model = ModelConfig(path=str(tiny_model), quant="8bit")
+    losses_, _ = step_losses(cfg)
+    assert len(losses_) == 2 and all(x == x for x in losses_)
