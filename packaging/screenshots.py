@@ -66,6 +66,18 @@ def main(out_dir: str) -> int:
         window.show_page(name)
         shot(window, name.lower())
 
+    window.new_fine_tune()
+    wizard = window.wizard
+    wizard.resize(900, 680)
+    names = ["1-data", "2-model", "3-settings", "4-review"]
+    for i, step in enumerate(wizard.steps[:4]):
+        wait_until(app, lambda s=step: s.isComplete())
+        if i == 2:
+            step.advanced_button.setChecked(True)
+        shot(wizard, f"wizard-{names[i]}")
+        if i < 3:
+            wizard.next()
+    wizard.reject()
     # The validation panel: the demo data with two broken lines added.
     lines = Path(paths.demo_dir() / "data.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     lines[6] = '{"messages": [{"role": "user", "content": "Hi"}'
@@ -79,18 +91,6 @@ def main(out_dir: str) -> int:
     data.problems_view.selectRow(0)
     shot(window, "data-skipped")
 
-    window.new_fine_tune()
-    wizard = window.wizard
-    wizard.resize(900, 680)
-    names = ["1-data", "2-model", "3-settings", "4-review"]
-    for i, step in enumerate(wizard.steps[:4]):
-        wait_until(app, lambda s=step: s.isComplete())
-        if i == 2:
-            step.advanced_button.setChecked(True)
-        shot(wizard, f"wizard-{names[i]}")
-        if i < 3:
-            wizard.next()
-    wizard.reject()
     window.close()
     workers.wait_all()
     return 0

@@ -211,7 +211,9 @@ class ModelStep(QWizardPage):
         _status(
             self.status,
             f"{info.architecture}: {info.num_params / 1e6:,.1f} M parameters, "
-            f"context {info.context_length:,} tokens, {template}.",
+            f"context {info.context_length:,} tokens, {template}.\n"
+            f"LoRA can adapt: {', '.join(info.target_modules) or 'no linear layers found'}."
+            + "".join(f"\n{note}" for note in info.notes),
             "ok",
         )
         self.completeChanged.emit()
