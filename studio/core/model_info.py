@@ -106,14 +106,10 @@ def resolve_model_dir(path_or_id: str, *, allow_network: bool = False) -> Path:
         )
     try:
         config = hf_hub_download(path_or_id, "config.json")
-        for extra in (
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "model.safetensors.index.json",
-            "model.safetensors",
-        ):
+        # Metadata only: the parameter count then comes from the meta-device model.
+        for extra in ("tokenizer_config.json", "chat_template.jinja"):
             try:
-                hf_hub_download(path_or_id, extra) if extra != "model.safetensors" else None
+                hf_hub_download(path_or_id, extra)
             except Exception:  # optional files: a model need not have them
                 pass
     except Exception as e:
