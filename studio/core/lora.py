@@ -45,11 +45,11 @@ def apply_lora(
         )
     elif gradient_checkpointing:
         # transformers 5 renamed it; the old name still works but warns.
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None)
-            or model.gradient_checkpointing_enable
-        )
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
     return peft.get_peft_model(model, peft_config(cfg, linear_module_names(model)))
 
