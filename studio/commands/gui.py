@@ -8,10 +8,15 @@ def add_parser(sub):
         action="store_true",
         help="open the window, print the time to its first paint (from process start) and exit",
     )
+    p.add_argument(
+        "project",
+        nargs="?",
+        help="a project folder to open (default: the last one used, or the bundled demo)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from studio.gui.app import main
 
-    return main(smoke=args.smoke)
+    return main(smoke=args.smoke, project=args.project)

@@ -31,7 +31,23 @@ class _FirstPaint(QObject):
         return False
 
 
-def main(argv: list[str] | None = None, *, smoke: bool = False) -> int:
+def open_initial_project(window, project: str | None) -> None:
+    """The project given on the command line, else the last one used, else the demo."""
+    from pathlib import Path
+
+    from studio.gui import settings
+
+    if project:
+        window.open_project(project)
+        return
+    recent = [p for p in settings.recent_projects() if (Path(p) / "project.yaml").is_file()]
+    if recent:
+        window.open_project(recent[0])
+    else:
+        window.open_demo()
+
+
+def main(argv: list[str] | None = None, *, smoke: bool = False, project: str | None = None) -> int:
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
@@ -60,6 +76,9 @@ def main(argv: list[str] | None = None, *, smoke: bool = False) -> int:
         window.installEventFilter(watcher)
         QTimer.singleShot(15000, app.quit)  # never hang a CI job
     window.show()
+    if not smoke:
+        # After the first paint: the window shows at once, the project fills in a moment later.
+        QTimer.singleShot(0, lambda: open_initial_project(window, project))
     code = app.exec()
     if smoke:
         window.shutdown()
