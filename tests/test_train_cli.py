@@ -217,3 +217,46 @@ def test_demo_trains_offline_and_loss_falls(tmp_path):
     evals = [e["eval_loss"] for e in events if e["type"] == "eval"]
     assert len(evals) >= 3 and evals[-1] < evals[0] * 0.8
     assert Path(events[-1]["adapter"]).joinpath("adapter_model.safetensors").is_file()
+
+
+def test_hub_id_offline_is_a_clear_error(data, capsys):
+    code, _, err = run_cli(
+        ["train", "--model", "some-org/some-model", "--data", str(data), "--quiet"], capsys
+    )
+    assert (
+        code == 2
+        and "model.path" in err
+        and "some-org/some-model" in err
+        and "Traceback" not in err
+    )
+
+
+def test_remote_code_is_refused_unless_asked(tiny_model, data, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model, folder)
+    conf = json.loads((folder / "config.json").read_text())
+    conf.update(
+        model_type="my_custom_llama",
+        auto_map={
+            "AutoModelForCausalLM": "modeling_custom.CustomModel",
+            "AutoConfig": "modeling_custom.CustomConfig",
+        },
+    )
+    (folder / "config.json").write_text(json.dumps(conf))
+    (folder / "modeling_custom.py").write_text("raise SystemExit('remote code ran')\n")
+    code, _, err = run_cli(
+        [
+            "train",
+            "--model",
+            str(folder),
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 2 and "trust" in err and "remote code ran" not in err
