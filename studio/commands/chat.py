@@ -1,10 +1,154 @@
-"""`studio chat` (being built)."""
+"""`studio chat`: talk to a model (and its fine-tuned adapter) in the terminal.
+
+With --prompt it prints one answer and exits; otherwise it is an interactive, multi-turn
+chat: /reset clears the conversation, /system TEXT sets the system prompt, /quit exits.
+Ctrl-C stops the answer being written (not the chat). The answer streams to stdout; the
+speed line goes to stderr so `studio chat --prompt ... > answer.txt` keeps only the answer.
+"""
+
+from __future__ import annotations
+
+import sys
+
+HELP = "commands: /reset (new conversation), /system TEXT (set the system prompt), /quit"
 
 
-def add_parser(sub):
-    p = sub.add_parser("chat", help="(being built)")
+def add_model_arguments(p) -> None:
+    """Flags shared with `studio serve`."""
+    p.add_argument("--model", default="", help="base (or merged) model: a local folder or hub id")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="a run folder, its adapter/ folder or a checkpoints/step-* folder "
+        "(the base model is read from the run when --model is not given)",
+    )
+    p.add_argument(
+        "--quant",
+        choices=("none", "8bit", "4bit"),
+        default="none",
+        help="load the base model in 8 or 4 bits",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--template",
+        choices=("auto", "chatml", "alpaca", "llama2"),
+        default=None,
+        help="chat template (default: the one the run trained with, else the model's own)",
+    )
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="run code shipped in the model folder"
+    )
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="chat with a model or a fine-tuned run in the terminal",
+        description="Chat with a model, optionally with a trained adapter applied.",
+    )
+    add_model_arguments(p)
+    p.add_argument("--prompt", default=None, help="answer this one message and exit")
+    p.add_argument("--system", default="", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="0 for greedy (deterministic) answers"
+    )
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
     p.set_defaults(handler=run)
 
 
+def load(args, out=None):
+    from studio.core.infer import load_chat_model
+
+    out = out or sys.stderr
+    what = args.model or "the run's base model"
+    print(
+        f"loading {what}{' + ' + str(args.adapter) if args.adapter else ''}...",
+        file=out,
+        flush=True,
+    )
+    return load_chat_model(
+        args.model,
+        args.adapter,
+        quant=args.quant,
+        device=args.device,
+        template=args.template or "",
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def answer(model, messages, settings, out=None) -> str:
+    """Stream one answer to `out`; Ctrl-C stops it. Returns the text written."""
+    from studio.core.generation import CancelToken
+
+    out = out or sys.stdout
+    gen = model.chat(messages, settings, CancelToken())
+    try:
+        for piece in gen:
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        gen.stop()
+        out.write(" [stopped]")
+    out.write("\n")
+    out.flush()
+    print(
+        f"({gen.completion_tokens} tokens, {gen.tokens_per_s:.1f} tokens/s, "
+        f"first token after {gen.ttft_s:.2f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return gen.text
+
+
 def run(args) -> int:
-    raise SystemExit("studio chat is not available yet")
+    from studio.core.generation import GenerationSettings
+
+    settings = GenerationSettings(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    model = load(args)
+    system = args.system
+    if args.prompt is not None:
+        answer(model, _start(system) + [{"role": "user", "content": args.prompt}], settings)
+        return 0
+    print(f"chatting with {model.name} (template {model.template.name}). {HELP}", file=sys.stderr)
+    history = _start(system)
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return 0
+        if text == "/reset":
+            history = _start(system)
+            print("(new conversation)", file=sys.stderr)
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system") :].strip()
+            history = _start(system) + [m for m in history if m["role"] != "system"]
+            print(f"(system prompt {'set' if system else 'cleared'})", file=sys.stderr)
+            continue
+        if text.startswith("/"):
+            print(HELP, file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        reply = answer(model, history, settings)
+        history.append({"role": "assistant", "content": reply})
+
+
+def _start(system: str) -> list[dict]:
+    return [{"role": "system", "content": system}] if system else []
