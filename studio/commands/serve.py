@@ -49,7 +49,6 @@ def run(args) -> int:
     check_host(args.host, api_key)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     app = App(load(args), api_key=api_key, model_id=args.model_name).bind(args.host, args.port)
-    print(f"serving {app.model_id} at {app.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     print(
         f"  e.g. OpenAI(base_url={app.url!r}, api_key={'KEY' if api_key else repr('unused')})",
         file=sys.stderr,

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,7 +99,9 @@ class App:
         """Serve until Ctrl-C (or `stop()` from another thread)."""
         if self._server is None:
             self.bind(host, port)
-        log.info("serving %s at %s", self.model_id, self.url)
+        print(
+            f"serving {self.model_id} at {self.url} (Ctrl-C to stop)", file=sys.stderr, flush=True
+        )
         try:
             self._server.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
