@@ -1,0 +1,522 @@
+"""The Chat page: talk to a base model or a run's adapter, or compare two side by side.
+
+Pick a base model and (optionally) a run's final adapter or one of its checkpoints; loading
+and generation run on worker threads (studio.gui.chat_worker through the workers bridge) and
+the text streams in through queued signals. Stop ends the answer within a token and keeps
+what was written. Compare answers each prompt with model A, then model B, each pane keeping
+its own conversation. This page only draws; it never imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.gui import chat_worker, theme, workers
+
+OTHER = "__other__"
+
+
+class ModelPicker(QGroupBox):
+    """Base model + adapter + quantization for one slot, with Load and its progress."""
+
+    load_requested = Signal(int)
+
+    def __init__(self, slot: int, parent=None):
+        super().__init__(f"Model {'AB'[slot]}", parent)
+        self.slot = slot
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("base model folder or hub id")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_model)
+        self.adapter_box = QComboBox()
+        self.adapter_box.setMinimumContentsLength(24)
+        self.adapter_box.activated.connect(self._adapter_chosen)
+        self.quant_box = QComboBox()
+        self.quant_box.addItems(["none", "8bit", "4bit"])
+        self.quant_box.setToolTip(
+            "Load the base model in 8 or 4 bits (bitsandbytes) to save memory"
+        )
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(lambda: self.load_requested.emit(self.slot))
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(120)
+        self.progress.hide()
+        self.status = QLabel("Not loaded")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.model_edit, 2)
+        row.addWidget(browse)
+        row.addWidget(QLabel("Adapter:"))
+        row.addWidget(self.adapter_box, 2)
+        row.addWidget(QLabel("Quantize:"))
+        row.addWidget(self.quant_box)
+        row.addWidget(self.load_button)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.progress)
+        status_row.addWidget(self.status, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addLayout(status_row)
+        self.set_adapters([])
+
+    def set_adapters(self, adapters: list[tuple[str, str]]) -> None:
+        current = self.adapter_box.currentData()
+        self.adapter_box.clear()
+        self.adapter_box.addItem("None: the base model alone", "")
+        for label, folder in adapters:
+            self.adapter_box.addItem(label, folder)
+        if current and self.adapter_box.findData(current) < 0 and current != OTHER:
+            self.adapter_box.addItem(Path(current).name, current)
+        self.adapter_box.addItem("Other adapter folder…", OTHER)
+        index = self.adapter_box.findData(current) if current else 0
+        self.adapter_box.setCurrentIndex(max(0, index))
+
+    def set_adapter(self, folder: str) -> None:
+        index = self.adapter_box.findData(folder)
+        if index < 0:
+            self.adapter_box.insertItem(self.adapter_box.count() - 1, Path(folder).name, folder)
+            index = self.adapter_box.findData(folder)
+        self.adapter_box.setCurrentIndex(index)
+
+    def choice(self) -> chat_worker.ModelChoice:
+        adapter = self.adapter_box.currentData() or ""
+        return chat_worker.ModelChoice(
+            self.model_edit.text().strip(),
+            "" if adapter == OTHER else adapter,
+            self.quant_box.currentText(),
+        )
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
+        if folder:
+            self.model_edit.setText(folder)
+
+    def _adapter_chosen(self, index: int) -> None:
+        if self.adapter_box.itemData(index) == OTHER:
+            folder = QFileDialog.getExistingDirectory(
+                self, "Choose a run, adapter or checkpoint folder"
+            )
+            if folder:
+                self.set_adapter(folder)
+            else:
+                self.adapter_box.setCurrentIndex(0)
+        folder = self.adapter_box.currentData()
+        if folder and not self.model_edit.text().strip():
+            base = chat_worker.run_base_model(folder)
+            if base:
+                self.model_edit.setText(base)
+
+    def show_loading(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.show()
+        self.status.setText(
+            ("Loading the model…", "Applying the adapter…", "Preparing…", "Ready")[min(done, 3)]
+        )
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        self.progress.hide()
+        self.status.setStyleSheet(f"color: {theme.error_color().name()}" if error else "")
+        self.status.setText(text)
+
+
+class ChatPane(QWidget):
+    """One conversation: the transcript, a Copy button and the speed of the last answer."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.title = QLabel("")
+        self.title.setStyleSheet("font-weight: bold")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the last answer")
+        self.transcript = QTextEdit()
+        self.transcript.setReadOnly(True)
+        self.transcript.setPlaceholderText("The conversation appears here.")
+        self.stats = QLabel("")
+        self.stats.setStyleSheet(f"color: {theme.muted_color().name()}")
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.copy_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.stats)
+
+    def render(self, messages: list[dict]) -> None:
+        self.transcript.clear()
+        for m in messages:
+            self._header(m["role"])
+            self._insert(m["content"])
+
+    def begin_answer(self) -> None:
+        self._header("assistant")
+
+    def append(self, text: str) -> None:
+        self._insert(text)
+        bar = self.transcript.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _header(self, role: str) -> None:
+        cursor = self.transcript.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        gap = "<br>" if not self.transcript.document().isEmpty() else ""
+        cursor.insertHtml(f"{gap}<b>{'You' if role == 'user' else 'Assistant'}</b><br>")
+
+    def _insert(self, text: str) -> None:
+        cursor = self.transcript.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)  # plain text: a model's answer is never interpreted as HTML
+
+
+class ChatPage(QWidget):
+    model_loaded = Signal(int)
+    answer_finished = Signal(int, dict)
+    """(slot, stats) when an answer ends (completed, limit reached or stopped)."""
+    generation_finished = Signal()
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.models: dict[int, object] = {}
+        self.loading: dict[int, object] = {}
+        self.histories: dict[int, list[dict]] = {0: [], 1: []}
+        self.task = None
+        self.cancel = None
+        self.pending_send = False
+        self.pending_text = ""
+        self._build()
+        state.project_changed.connect(lambda _p: self.refresh_runs())
+        state.config_changed.connect(self._config_changed)
+        self._config_changed(state.config)
+        self.refresh_runs()
+        self._update_buttons()
+
+    def _build(self) -> None:
+        heading = QLabel("Chat")
+        heading.setFont(theme.title_font())
+        self.compare_box = QCheckBox("Compare two models side by side")
+        self.compare_box.toggled.connect(self._compare_toggled)
+        top = QHBoxLayout()
+        top.addWidget(heading)
+        top.addStretch(1)
+        top.addWidget(self.compare_box)
+        self.pickers = [ModelPicker(0), ModelPicker(1)]
+        for p in self.pickers:
+            p.load_requested.connect(self.load)
+        self.pickers[1].hide()
+        self.system_edit = QLineEdit()
+        self.system_edit.setPlaceholderText("System prompt (optional)")
+        self.temperature = _spin(
+            QDoubleSpinBox(), 0, 2, 0.7, 0.1, "0 always picks the most likely token"
+        )
+        self.top_p = _spin(
+            QDoubleSpinBox(),
+            0.01,
+            1,
+            0.9,
+            0.05,
+            "sample from the tokens making up this much probability",
+        )
+        self.top_k = _spin(
+            QSpinBox(), 0, 1000, 50, 5, "sample from the k most likely tokens (0: all)"
+        )
+        self.max_tokens = _spin(QSpinBox(), 1, 32768, 256, 32, "longest answer, in tokens")
+        self.repetition = _spin(
+            QDoubleSpinBox(), 0.5, 3, 1.0, 0.05, "above 1 discourages repeating"
+        )
+        self.seed = _spin(QSpinBox(), -1, 2**31 - 1, -1, 1, "-1: a new random seed each time")
+        settings = QFormLayout()
+        settings.addRow("System", self.system_edit)
+        knobs = QHBoxLayout()
+        for label, w in (
+            ("Temperature", self.temperature),
+            ("Top-p", self.top_p),
+            ("Top-k", self.top_k),
+            ("Max new tokens", self.max_tokens),
+            ("Repetition penalty", self.repetition),
+            ("Seed", self.seed),
+        ):
+            knobs.addWidget(QLabel(label))
+            knobs.addWidget(w)
+        knobs.addStretch(1)
+        settings.addRow("Sampling", knobs)
+        self.panes = [ChatPane(), ChatPane()]
+        for slot, pane in enumerate(self.panes):
+            pane.copy_button.clicked.connect(lambda _=False, s=slot: self.copy_answer(s))
+        self.panes[1].hide()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.panes[0])
+        split.addWidget(self.panes[1])
+        self.input = QPlainTextEdit()
+        self.input.setPlaceholderText("Type a message; Ctrl+Enter sends")
+        self.input.setMaximumHeight(90)
+        QShortcut(QKeySequence("Ctrl+Return"), self.input, activated=self.send)
+        self.send_button = QPushButton("Send")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.reset_button = QPushButton("New chat")
+        self.reset_button.clicked.connect(self.reset)
+        buttons = QVBoxLayout()
+        for b in (self.send_button, self.stop_button, self.regenerate_button, self.reset_button):
+            buttons.addWidget(b)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.input, 1)
+        bottom.addLayout(buttons)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.pickers[0])
+        layout.addWidget(self.pickers[1])
+        layout.addLayout(settings)
+        layout.addWidget(split, 1)
+        layout.addLayout(bottom)
+
+    # --- models ---------------------------------------------------------------------------
+
+    def slots(self) -> list[int]:
+        return [0, 1] if self.compare_box.isChecked() else [0]
+
+    def refresh_runs(self) -> None:
+        project = self.state.project
+        adapters = chat_worker.run_adapters(project.runs_dir if project is not None else None)
+        for p in self.pickers:
+            p.set_adapters(adapters)
+
+    def _config_changed(self, cfg) -> None:
+        for p in self.pickers:
+            if not p.model_edit.text() and cfg.model.path:
+                p.model_edit.setText(cfg.model.path)
+
+    def load(self, slot: int) -> None:
+        if slot in self.loading or self.is_generating():
+            return
+        choice = self.pickers[slot].choice()
+        if not choice.model and not choice.adapter:
+            self.pickers[slot].show_status(
+                "Choose a base model (or a run's adapter) first.", error=True
+            )
+            return
+        old = self.models.pop(slot, None)
+        if old is not None:
+            old.close()
+        self.pickers[slot].show_loading(0, 3)
+        self.loading[slot] = workers.run_task(
+            self,
+            chat_worker.load_model,
+            choice,
+            on_done=lambda model, s=slot: self._loaded(s, model),
+            on_error=lambda e, s=slot: self._load_failed(s, e),
+            on_progress=lambda done, total, s=slot: self.pickers[s].show_loading(done, total),
+        )
+        self._update_buttons()
+
+    def _loaded(self, slot: int, model) -> None:
+        self.loading.pop(slot, None)
+        self.models[slot] = model
+        self.panes[slot].title.setText(model.name)
+        where = f"{model.device}" + (f", {model.quant}" if model.quant != "none" else "")
+        self.pickers[slot].show_status(
+            f"Ready: {model.name} ({where}, template {model.template.name})"
+        )
+        self.model_loaded.emit(slot)
+        self._update_buttons()
+        if self.pending_send and not self.loading:
+            self.pending_send = False
+            self._start(regenerate=False)
+
+    def _load_failed(self, slot: int, error) -> None:
+        self.loading.pop(slot, None)
+        if self.pending_send:  # take the unanswered message back into the input box
+            self.pending_send = False
+            for s in self.slots():
+                if self.histories[s] and self.histories[s][-1]["role"] == "user":
+                    self.histories[s].pop()
+                    self.panes[s].render(self.histories[s])
+            self.input.setPlainText(self.pending_text)
+        self.pickers[slot].show_status(f"Could not load: {error}", error=True)
+        self._update_buttons()
+
+    # --- conversation ---------------------------------------------------------------------
+
+    def is_generating(self) -> bool:
+        return self.task is not None
+
+    def send(self) -> None:
+        text = self.input.toPlainText().strip()
+        if not text or self.is_generating() or self.pending_send:
+            return
+        missing = [s for s in self.slots() if s not in self.models]
+        for slot in missing:
+            choice = self.pickers[slot].choice()
+            if not choice.model and not choice.adapter:
+                self.pickers[slot].show_status(
+                    "Choose a base model (or a run's adapter) first.", error=True
+                )
+                return
+        for slot in self.slots():
+            self.histories[slot].append({"role": "user", "content": text})
+            self.panes[slot].render(self.histories[slot])
+        self.input.clear()
+        if missing:  # load first, then answer (see _loaded)
+            self.pending_send = True
+            self.pending_text = text
+            for slot in missing:
+                self.load(slot)
+            return
+        self._start(regenerate=False)
+
+    def regenerate(self) -> None:
+        """Answer the last message again (a new sample unless the seed is fixed)."""
+        if self.is_generating() or not all(self.histories[s] for s in self.slots()):
+            return
+        for slot in self.slots():
+            if self.histories[slot][-1]["role"] == "assistant":
+                self.histories[slot].pop()
+            self.panes[slot].render(self.histories[slot])
+        self._start(regenerate=True)
+
+    def _start(self, regenerate: bool) -> None:
+        from studio.core.errors import StudioError
+        from studio.core.generation import CancelToken, GenerationSettings
+
+        try:
+            settings = GenerationSettings(
+                temperature=self.temperature.value(),
+                top_p=self.top_p.value(),
+                top_k=self.top_k.value(),
+                max_new_tokens=self.max_tokens.value(),
+                repetition_penalty=self.repetition.value(),
+                seed=None if self.seed.value() < 0 else self.seed.value(),
+            )
+        except StudioError as e:
+            self.panes[0].stats.setText(e.message)
+            return
+        system = self.system_edit.text().strip()
+        head = [{"role": "system", "content": system}] if system else []
+        jobs = [
+            chat_worker.Job(s, self.models[s], head + list(self.histories[s]), settings)
+            for s in self.slots()
+        ]
+        for slot in self.slots():
+            self.panes[slot].begin_answer()
+            self.panes[slot].stats.setText("Generating…")
+        self.cancel = CancelToken()
+        self.task = workers.run_task(
+            self,
+            chat_worker.generate_answers,
+            jobs,
+            self.cancel,
+            on_done=self._generation_done,
+            on_error=self._generation_failed,
+            on_progress=self._progress,
+        )
+        self._update_buttons()
+
+    def _progress(self, slot: int, item) -> None:
+        kind, value = item
+        if kind == "text":
+            self.panes[slot].append(value)
+            return
+        self.histories[slot].append({"role": "assistant", "content": value["text"]})
+        self.panes[slot].stats.setText(chat_worker.describe(value))
+        self.answer_finished.emit(slot, value)
+
+    def _generation_done(self, _result) -> None:
+        self.task = self.cancel = None
+        self._update_buttons()
+        self.generation_finished.emit()
+
+    def _generation_failed(self, error) -> None:
+        self.task = self.cancel = None
+        for slot in self.slots():
+            if self.panes[slot].stats.text() == "Generating…":
+                self.panes[slot].stats.setText(f"Failed: {error}")
+        self._update_buttons()
+        self.generation_finished.emit()
+
+    def stop(self) -> None:
+        """End the answer now; what was written stays in the conversation."""
+        if self.cancel is not None:
+            self.cancel.cancel()
+
+    def reset(self) -> None:
+        if self.is_generating():
+            return
+        for slot in (0, 1):
+            self.histories[slot] = []
+            self.panes[slot].render([])
+            self.panes[slot].stats.setText("")
+        self._update_buttons()
+
+    def copy_answer(self, slot: int = 0) -> None:
+        answers = [m["content"] for m in self.histories[slot] if m["role"] == "assistant"]
+        if answers:
+            QGuiApplication.clipboard().setText(answers[-1])
+
+    def _compare_toggled(self, on: bool) -> None:
+        self.pickers[1].setVisible(on)
+        self.panes[1].setVisible(on)
+        if on:  # the second pane starts from the same user turns, without answers
+            self.histories[1] = []
+            self.panes[1].render([])
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = self.is_generating()
+        self.send_button.setEnabled(not busy and not self.pending_send)
+        self.stop_button.setEnabled(busy)
+        self.regenerate_button.setEnabled(
+            not busy
+            and all(self.models.get(s) for s in self.slots())
+            and all(self.histories[s] for s in self.slots())
+        )
+        self.reset_button.setEnabled(not busy)
+        self.compare_box.setEnabled(not busy)
+        for slot, p in enumerate(self.pickers):
+            p.load_button.setEnabled(not busy and slot not in self.loading)
+
+    def showEvent(self, event) -> None:
+        self.refresh_runs()  # runs may have finished since the page was last shown
+        super().showEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop an answer being written and wait for the worker threads."""
+        self.stop()
+        for task in [self.task, *self.loading.values()]:
+            if task is not None:
+                task.wait()
+
+
+def _spin(box, low, high, value, step, tip):
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    if isinstance(box, QDoubleSpinBox):
+        box.setDecimals(2)
+    return box

@@ -1,0 +1,190 @@
+"""The Chat page: streamed replies, Stop within a second, compare mode, multi-turn,
+regenerate, copy, the project's runs listed as adapters, and no torch at import."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from studio.core.generation import GenerationSettings
+from studio.core.infer import load_chat_model
+from studio.gui.pages.chat import ChatPage
+from studio.gui.state import AppState
+
+
+def make_run(base, run_dir):
+    """A run folder with a random non-zero LoRA adapter and a checkpoint (seconds, no training)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.core.config import DataConfig, ModelConfig, RunConfig
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    peft = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.mul_(50)
+    peft.save_pretrained(run_dir / "adapter")
+    peft.save_pretrained(run_dir / "checkpoints" / "step-000002")
+    cfg = RunConfig(
+        model=ModelConfig(path=str(base)), data=DataConfig(path="d.jsonl"), output=str(run_dir)
+    )
+    cfg.save(run_dir / "run.yaml")
+    return run_dir
+
+
+@pytest.fixture
+def page(qtbot, tiny_model):
+    p = ChatPage(AppState())
+    qtbot.addWidget(p)
+    p.show()
+    p.pickers[0].model_edit.setText(str(tiny_model))
+    p.temperature.setValue(0)
+    p.max_tokens.setValue(24)
+    yield p
+    p.shutdown()
+
+
+def load(qtbot, page, slot=0):
+    with qtbot.waitSignal(page.model_loaded, timeout=60000):
+        page.pickers[slot].load_button.click()
+    assert slot in page.models
+
+
+def say(qtbot, page, text, timeout=60000):
+    page.input.setPlainText(text)
+    with qtbot.waitSignal(page.generation_finished, timeout=timeout):
+        page.send_button.click()
+
+
+def test_streamed_reply_arrives(qtbot, page, tiny_model):
+    load(qtbot, page)
+    page.max_tokens.setValue(60)
+    deliveries = []
+    real = page.panes[0].append
+    page.panes[0].append = lambda text: (deliveries.append(text), real(text))
+    say(qtbot, page, "Hello, how are you today?")
+    expected = load_chat_model(str(tiny_model)).chat(
+        [{"role": "user", "content": "Hello, how are you today?"}],
+        GenerationSettings(temperature=0, max_new_tokens=60),
+    )
+    text = "".join(expected)
+    assert "".join(deliveries) == text
+    assert page.histories[0][-1] == {"role": "assistant", "content": text}
+    assert text in page.panes[0].transcript.toPlainText()
+    assert "tokens/s" in page.panes[0].stats.text()
+    assert page.send_button.isEnabled() and not page.stop_button.isEnabled()
+
+
+def test_stop_ends_generation_within_a_second(qtbot, page):
+    load(qtbot, page)
+    page.models[0].stop_ids = set()  # never stop on EOS: only the context (1024) ends it
+    page.temperature.setValue(1.0)
+    page.max_tokens.setValue(32768)
+    page.input.setPlainText("Tell me a long story.")
+    ended = []
+    page.answer_finished.connect(lambda slot, stats: ended.append(stats))
+    first = []
+    page.panes[0].append = (lambda real: lambda text: (first.append(text), real(text)))(
+        page.panes[0].append
+    )
+    page.send_button.click()
+    qtbot.waitUntil(lambda: bool(first), timeout=30000)
+    assert page.is_generating() and page.stop_button.isEnabled()
+    start = time.monotonic()
+    with qtbot.waitSignal(page.generation_finished, timeout=1000):
+        page.stop_button.click()
+    assert time.monotonic() - start < 1.0
+    assert ended[0]["finish_reason"] == "cancelled"  # stopped, not run to the end of the context
+    answer = page.histories[0][-1]
+    assert answer["role"] == "assistant" and answer["content"]  # what was written stays
+    assert "stopped" in page.panes[0].stats.text()
+
+
+def test_compare_mode_shows_two_answers(qtbot, page, tiny_model, tmp_path):
+    run = make_run(tiny_model, tmp_path / "tuned-run")
+    page.compare_box.setChecked(True)
+    assert page.pickers[1].isVisible() and page.panes[1].isVisible()
+    page.pickers[1].model_edit.setText(str(tiny_model))
+    page.pickers[1].set_adapter(str(run / "adapter"))
+    load(qtbot, page, 0)
+    load(qtbot, page, 1)
+    for model in page.models.values():
+        model.stop_ids = set()  # a random model may end at once; make both write max_tokens
+    finished = []
+    page.answer_finished.connect(lambda slot, stats: finished.append(slot))
+    say(qtbot, page, "Hello, how are you today?")
+    assert sorted(finished) == [0, 1]
+    a, b = page.histories[0][-1]["content"], page.histories[1][-1]["content"]
+    assert a and b and a != b  # base and fine-tuned answer differently
+    assert (
+        a in page.panes[0].transcript.toPlainText() and b in page.panes[1].transcript.toPlainText()
+    )
+    assert page.panes[1].title.text() == "tuned-run"
+    assert all("tokens/s" in p.stats.text() for p in page.panes)
+
+
+def test_multi_turn_system_regenerate_copy_and_reset(qtbot, page):
+    load(qtbot, page)
+    page.system_edit.setText("Be brief.")
+    say(qtbot, page, "Hello!")
+    say(qtbot, page, "What is two plus two?")
+    roles = [m["role"] for m in page.histories[0]]
+    assert roles == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]  # the system prompt is added per request
+    last = page.histories[0][-1]["content"]
+    with qtbot.waitSignal(page.generation_finished, timeout=60000):
+        page.regenerate_button.click()
+    assert (
+        len(page.histories[0]) == 4 and page.histories[0][-1]["content"] == last
+    )  # greedy: same again
+    page.copy_answer(0)
+    assert QApplication.clipboard().text() == last
+    page.reset_button.click()
+    assert page.histories[0] == [] and page.panes[0].transcript.toPlainText() == ""
+
+
+def test_send_loads_the_model_first_and_bad_model_is_reported(qtbot, page, tmp_path):
+    say(qtbot, page, "Hello!")  # no Load click: Send loads, then answers
+    assert 0 in page.models and page.histories[0][-1]["role"] == "assistant"
+    page.reset()
+    page.pickers[0].model_edit.setText(str(tmp_path / "missing"))
+    page.pickers[0].load_button.click()
+    qtbot.waitUntil(lambda: not page.loading, timeout=30000)
+    assert "no such folder" in page.pickers[0].status.text()
+
+
+def test_project_runs_are_offered_as_adapters(qtbot, tiny_model, tmp_path):
+    from studio.core.project import create_project
+
+    project = create_project("Chatty", tmp_path)
+    make_run(tiny_model, project.runs_dir / "run-1")
+    state = AppState()
+    page = ChatPage(state)
+    qtbot.addWidget(page)
+    state.set_project(project)
+    box = page.pickers[0].adapter_box
+    labels = [box.itemText(i) for i in range(box.count())]
+    assert "run-1 (final adapter)" in labels and "run-1 / step-000002" in labels
+    box.setCurrentIndex(labels.index("run-1 / step-000002"))
+    page.pickers[0]._adapter_chosen(box.currentIndex())
+    assert page.pickers[0].model_edit.text() == str(tiny_model)  # the run's base model
+    assert page.pickers[0].choice().adapter.endswith("step-000002")
+
+
+def test_chat_page_does_not_import_torch():
+    code = "import sys, studio.gui.pages.chat; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False False", out.stderr
