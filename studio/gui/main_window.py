@@ -62,12 +62,9 @@ class MainWindow(QMainWindow):
         self.add_page("Data", DataPage(self.state))
         self.add_page("Model", ModelPage(self.state))
         self.add_page("Train", TrainPage(self.state))
-        self.add_page(
-            "Chat",
-            PlaceholderPage(
-                "Chat", "Talk to the fine-tuned model, side by side with the base model."
-            ),
-        )
+        from studio.gui.pages.chat import ChatPage  # no torch: it loads models on workers
+
+        self.add_page("Chat", ChatPage(self.state))
         self.add_page(
             "Export",
             PlaceholderPage(
