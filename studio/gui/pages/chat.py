@@ -247,7 +247,8 @@ class ChatPage(QWidget):
         self.repetition = _spin(
             QDoubleSpinBox(), 0.5, 3, 1.0, 0.05, "above 1 discourages repeating"
         )
-        self.seed = _spin(QSpinBox(), -1, 2**31 - 1, -1, 1, "-1: a new random seed each time")
+        self.seed = _spin(QSpinBox(), -1, 2**31 - 1, -1, 1, "fix it to get the same answer again")
+        self.seed.setSpecialValueText("random")
         settings = QFormLayout()
         settings.addRow("System", self.system_edit)
         knobs = QHBoxLayout()
