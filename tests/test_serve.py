@@ -248,3 +248,35 @@ def test_non_loopback_host_needs_a_key(chat_model, capsys):
     # The CLI refuses before loading anything: exit 2 with the reason.
     assert main(["serve", "--model", "/nonexistent", "--host", "0.0.0.0"]) == 2
     assert "--api-key" in capsys.readouterr().err
+
+
+def test_client_leaving_mid_stream_frees_the_model(chat_model):
+    import socket
+
+    with App(chat_model).start(port=0) as app:
+        chat_model.stop_ids, saved = set(), chat_model.stop_ids  # a long answer, not ended by EOS
+        try:
+            body = json.dumps(
+                {"model": "model", "messages": HELLO, "max_tokens": 100000, "stream": True}
+            ).encode()
+            sock = socket.create_connection(("127.0.0.1", app.port))
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            seen = b""
+            while b"data: " not in seen:
+                seen += sock.recv(4096)
+            sock.close()  # gone mid-answer: the server must notice and free the model
+            start = time.monotonic()
+            status, reply = raw(
+                app,
+                "POST",
+                "/v1/chat/completions",
+                {"model": "model", "messages": HELLO, "max_tokens": 3},
+            )
+        finally:
+            chat_model.stop_ids = saved
+    assert status == 200 and reply["usage"]["completion_tokens"] <= 3
+    assert time.monotonic() - start < 5
