@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.add_page("Data", DataPage(self.state))
         self.add_page("Model", ModelPage(self.state))
         self.add_page("Train", TrainPage(self.state))
+        self.pages["Train"].run_ended.connect(self._run_ended)
         from studio.gui.pages.chat import ChatPage  # no torch: it loads models on workers
 
         self.add_page("Chat", ChatPage(self.state))
@@ -242,12 +243,39 @@ class MainWindow(QMainWindow):
             self.show_page(page)
 
     def closeEvent(self, event) -> None:
+        stop_run = False
+        if self.pages["Train"].is_running():
+            choice = self.ask_about_running_run()
+            if choice == "cancel":
+                event.ignore()
+                return
+            stop_run = choice == "stop"
+        self.pages["Train"].shutdown(stop_run=stop_run)
         settings.put("window/geometry", self.saveGeometry())
         settings.put("window/page", self.current_page())
         if self.wizard is not None:
             self.wizard.close()
         self.shutdown()
         super().closeEvent(event)
+
+    def ask_about_running_run(self) -> str:
+        """Returns "stop", "leave" (it keeps training; reopening re-attaches) or "cancel"."""
+        box = QMessageBox(self)
+        box.setWindowTitle("A run is training")
+        box.setText(
+            "A training run is still going. Stop it (it saves a checkpoint first) or leave it running?"
+        )
+        stop = box.addButton("Stop the run", QMessageBox.ButtonRole.DestructiveRole)
+        leave = box.addButton("Leave it running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
+    def _run_ended(self, state) -> None:
+        from studio.gui.notify import notify_run_ended
+
+        notify_run_ended(self, state)
 
     def shutdown(self) -> None:
         """Stop timers and wait for worker threads (a training child process keeps running)."""

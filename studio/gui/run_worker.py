@@ -1,0 +1,184 @@
+"""The worker thread that supervises one training run and turns its files into Qt signals.
+
+It tails RUN/events.jsonl (whole lines only: a line still being written waits for its
+newline) and RUN/train.log, where the child's stdout and stderr go, and watches the process.
+Step events travel as numpy blocks so that replaying 100,000 of them costs the GUI thread
+little. When the process ends it settles the run's status: a process that died without a
+`done` or `error` event (killed, segfault) is *failed*, never done. Stop is graceful (SIGTERM:
+the child saves a checkpoint and its adapter, then exits 130) and becomes a kill after a
+timeout. Worker code never touches widgets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+from studio.core import runs
+from studio.gui.plots import STEP_COLUMNS
+
+LOG_REPLAY_BYTES = 64 * 1024
+"""How much of an existing train.log the console starts with."""
+
+
+def step_block(events: list[dict]) -> np.ndarray:
+    rows = np.empty((len(events), len(STEP_COLUMNS)))
+    for i, ev in enumerate(events):
+        rows[i] = [float(ev.get(k) or 0.0) for k in STEP_COLUMNS]
+    return rows
+
+
+def group_events(events: list[dict]) -> list:
+    """Runs of consecutive step events become one numpy block; other events stay dicts."""
+    out: list = []
+    steps: list[dict] = []
+    for ev in events:
+        if ev.get("type") == "step":
+            steps.append(ev)
+            continue
+        if steps:
+            out.append(step_block(steps))
+            steps = []
+        out.append(ev)
+    if steps:
+        out.append(step_block(steps))
+    return out
+
+
+class RunWorker(QThread):
+    """Follows a run folder: its events (replayed from the start), its log and its process.
+
+    `run` is a run_launcher.LaunchedRun to supervise, or None to only read a run that is no
+    longer going (then the worker ends after the replay).
+    """
+
+    events_read = Signal(object)
+    """A list of event dicts and step blocks (numpy rows of plots.STEP_COLUMNS), in order."""
+    log_read = Signal(str)
+    ended = Signal(object)
+    """The run's final runs.RunState (not emitted after `detach`)."""
+
+    def __init__(self, run_dir: Path, run=None, *, stop_timeout: float = 120.0, poll_s=0.1):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.launched = run
+        self.stop_timeout = stop_timeout
+        self.poll_s = poll_s
+        self.state = runs.RunState(folder=self.run_dir)
+        self._wake = threading.Event()
+        self._detach = threading.Event()
+        self._stop_at: float | None = None
+        self._kill_at: float | None = None
+        self._lock = threading.Lock()
+        self.stop_requested = False
+        self.killed = False
+
+    # --- called from the GUI thread ------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Graceful stop: SIGTERM now, SIGKILL after stop_timeout."""
+        with self._lock:
+            if self._stop_at is None:
+                self._stop_at = time.monotonic()
+            self.stop_requested = True
+        self._wake.set()
+
+    def force_stop(self) -> None:
+        with self._lock:
+            self.stop_requested = True
+            self._kill_at = time.monotonic()
+        self._wake.set()
+
+    def detach(self) -> None:
+        """Stop watching and leave the process running (the window is closing)."""
+        self._detach.set()
+        self._wake.set()
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._follow()
+        except Exception as e:  # never leave the page waiting for an end that never comes
+            self.state.status, self.state.kind = "failed", "error"
+            self.state.message = f"The app lost track of the run: {type(e).__name__}: {e}"
+            self.ended.emit(self.state)
+
+    def _follow(self) -> None:
+        events = runs.FileTail(self.run_dir / runs.EVENTS_FILE)
+        log_path = self.run_dir / runs.LOG_FILE
+        log_size = log_path.stat().st_size if log_path.exists() else 0
+        log = runs.FileTail(log_path, start=max(0, log_size - LOG_REPLAY_BYTES))
+        if log.offset:
+            log.read_lines(LOG_REPLAY_BYTES)  # skip to the first whole line
+        while True:
+            alive = self.launched is not None and self.launched.alive()
+            self._signal_if_asked()
+            backlog = self._read(events, log)
+            if self._detach.is_set():
+                return
+            if not alive:
+                while self._read(events, log):  # what the process wrote last
+                    pass
+                break
+            if not backlog:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        self.ended.emit(self._settle())
+
+    def _read(self, events: runs.FileTail, log: runs.FileTail) -> bool:
+        """Emit what was appended; True when there may be more to read right away."""
+        lines = events.read_lines(4 << 20)
+        parsed = runs.parse_lines(lines)
+        for ev in parsed:
+            self.state.apply(ev)
+        if parsed:
+            self.events_read.emit(group_events(parsed))
+        text = log.read_text(1 << 20)
+        if text:
+            self.log_read.emit(text.replace("\r", "\n"))
+        return len(lines) > 0 and events.offset < _size(events.path)
+
+    def _signal_if_asked(self) -> None:
+        if self.launched is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            stop_at, kill_at = self._stop_at, self._kill_at
+            if stop_at is not None:
+                self._stop_at = -1.0  # sent
+                if self._kill_at is None:
+                    self._kill_at = now + self.stop_timeout
+        if stop_at is not None and stop_at >= 0:
+            self.launched.terminate()
+        if kill_at is not None and now >= kill_at and self.launched.alive():
+            self.killed = True
+            self.launched.kill()
+
+    def _settle(self) -> runs.RunState:
+        state = self.state
+        state.checkpoints = runs.checkpoint_steps(self.run_dir)
+        if self.launched is None:  # a replay: the files say it all
+            return runs.settle(state)
+        code = self.launched.poll()
+        if self.launched.process is not None:
+            code = self.launched.process.wait()
+        runs.record_exit(self.run_dir, code, self.stop_requested)
+        runs.finish_state(state, code, self.stop_requested)
+        if self.killed and state.status == "stopped":
+            state.message = (
+                "The run did not stop within the time allowed and was ended; the last "
+                "checkpoint is kept."
+            )
+        return state
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
