@@ -28,6 +28,8 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 PROCESS_FILE = "process.json"
 SET_ASIDE = "checkpoints-set-aside"
+STEP_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s")
+"""The columns of a block of step events, as the GUI's worker sends them to the plots."""
 QUIET_AFTER_S = 600.0
 """A run without a pid file (started by the CLI) whose events.jsonl has not changed for this
 long, and that never finished, is taken as crashed."""

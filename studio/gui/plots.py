@@ -2,6 +2,7 @@
 tokens/s against the step, with epoch boundaries and checkpoints marked; and the overlay of
 several runs' loss curves.
 
+Imported on first use (pyqtgraph costs ~0.5 s to import; the window appears first).
 Points go into numpy buffers that grow by doubling; the curves are redrawn by `redraw()` (the
 Train page calls it from a 10 Hz timer) only when something changed, with peak downsampling and
 clip-to-view, so 100,000 points stay smooth. A resumed run re-logs the steps after its
@@ -18,8 +19,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-# Columns of a step block (see run_worker.step_block).
-STEP_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s")
+from studio.core.runs import STEP_COLUMNS
+
 SMOOTHING = 0.9
 """EMA weight of the smoothed loss (debiased, as TensorBoard does)."""
 MAX_EPOCH_LINES = 100

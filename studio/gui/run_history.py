@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
 from studio.core import runs
 from studio.core.errors import StudioError
 from studio.gui import theme, workers
-from studio.gui.plots import ComparePlot
 
 COLUMNS = ("Name", "Status", "Started", "Steps", "Settings", "Train loss", "Eval loss")
 
@@ -84,15 +83,15 @@ class RunHistory(QWidget):
         row.addWidget(self.hint, 1)
         for b in (self.refresh_button, self.add_button, self.open_button):
             row.addWidget(b)
-        self.compare = ComparePlot()
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.compare)
-        split.setSizes([220, 380])
+        self.compare = None  # a plots.ComparePlot, made on first use (pyqtgraph loads slowly)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.addWidget(self.table)
+        self.split.addWidget(QLabel())
+        self.split.setSizes([220, 380])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.split, 1)
         self._selection_changed()
 
     # --- listing ----------------------------------------------------------------------------
@@ -187,7 +186,8 @@ class RunHistory(QWidget):
         self.open_button.setEnabled(len(chosen) == 1)
         self._generation += 1
         if not chosen:
-            self.compare.show_curves([])
+            if self.compare is not None:
+                self.compare.show_curves([])
             return
         if self._curves_task is not None:
             self._curves_task.cancel()
@@ -205,6 +205,11 @@ class RunHistory(QWidget):
         if generation != self._generation:
             return
         self._curves_task = None
+        if self.compare is None:
+            from studio.gui.plots import ComparePlot
+
+            self.compare = ComparePlot()
+            self.split.replaceWidget(1, self.compare)
         self.compare.show_curves(curves)
 
     def open_selected(self) -> None:

@@ -15,17 +15,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from studio.core import runs
-from studio.gui.plots import STEP_COLUMNS
+from studio.core.runs import STEP_COLUMNS
 
 LOG_REPLAY_BYTES = 64 * 1024
 """How much of an existing train.log the console starts with."""
 
 
-def step_block(events: list[dict]) -> np.ndarray:
+def step_block(events: list[dict]):
+    """Step events as numpy rows of STEP_COLUMNS."""
+    import numpy as np
+
     rows = np.empty((len(events), len(STEP_COLUMNS)))
     for i, ev in enumerate(events):
         rows[i] = [float(ev.get(k) or 0.0) for k in STEP_COLUMNS]

@@ -13,7 +13,8 @@ import pytest
 from studio.core import runs
 from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 from studio.core.project import create_project
-from studio.gui.plots import STEP_COLUMNS, SeriesBuffer, TrainingPlots, ema
+from studio.core.runs import STEP_COLUMNS
+from studio.gui.plots import SeriesBuffer, TrainingPlots, ema
 from studio.gui.run_worker import group_events
 from tests.test_train import write_data
 

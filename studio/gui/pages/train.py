@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -31,7 +30,6 @@ from PySide6.QtWidgets import (
 from studio.core import runs
 from studio.core.config import RunConfig
 from studio.gui import run_launcher, theme
-from studio.gui.plots import TrainingPlots
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
 from studio.gui.run_worker import RunWorker
@@ -98,7 +96,7 @@ class TrainPage(QWidget):
         self._build()
         self.timer = QTimer(self)
         self.timer.setInterval(100)
-        self.timer.timeout.connect(self.plots.redraw)
+        self.timer.timeout.connect(self._redraw)
         state.project_changed.connect(self._project_changed)
         self._update_buttons()
 
@@ -146,15 +144,15 @@ class TrainPage(QWidget):
         progress_row.addWidget(self.progress_text)
         self.failure = FailurePanel()
         self.failure.hide()
-        self.plots = TrainingPlots()
+        self._plots = None  # plots.TrainingPlots, made on first use (pyqtgraph loads slowly)
         self.console = QPlainTextEdit()
         self.console.setReadOnly(True)
         self.console.setFont(theme.mono_font())
         self.console.setMaximumBlockCount(LOG_LINES)
         self.console.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.console.setPlaceholderText("The training output (train.log) appears here.")
-        monitor_split = QSplitter(Qt.Orientation.Vertical)
-        monitor_split.addWidget(self.plots)
+        self.monitor_split = monitor_split = QSplitter(Qt.Orientation.Vertical)
+        monitor_split.addWidget(QWidget())
         monitor_split.addWidget(self.console)
         monitor_split.setSizes([480, 140])
         self.history = RunHistory()
@@ -169,6 +167,25 @@ class TrainPage(QWidget):
         layout.addLayout(progress_row)
         layout.addWidget(self.failure)
         layout.addWidget(self.tabs, 1)
+
+    @property
+    def plots(self):
+        """The live plots (plots.TrainingPlots), made the first time they are needed."""
+        if self._plots is None:
+            from studio.gui.plots import TrainingPlots
+
+            self._plots = TrainingPlots()
+            self.monitor_split.replaceWidget(0, self._plots)
+            self.monitor_split.setSizes([480, 140])
+        return self._plots
+
+    def _redraw(self) -> None:
+        if self._plots is not None:
+            self._plots.redraw()
+
+    def showEvent(self, event) -> None:
+        self.plots  # noqa: B018 - empty axes rather than a blank area
+        super().showEvent(event)
 
     # --- showing a run ------------------------------------------------------------------------
 
@@ -218,7 +235,7 @@ class TrainPage(QWidget):
         s = self.run_state
         last_step = None
         for item in items:
-            if isinstance(item, np.ndarray):
+            if not isinstance(item, dict):  # a numpy block of step rows
                 self.plots.add_steps(item)
                 last_step = item[-1]
                 s.step, s.final_loss = int(last_step[0]), float(last_step[2])
