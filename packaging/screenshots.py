@@ -3,8 +3,9 @@
     python packaging/screenshots.py docs/screenshots
 
 Runs offscreen (no display needed) with a throw-away STUDIO_HOME, so it never touches your
-settings. Writes home.png, data.png, data-skipped.png, model.png, train.png, chat.png, export.png and the
-wizard's steps (wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
+settings. Writes home.png, data.png, data-skipped.png, model.png, train.png (during a real
+demo run), train-failed.png, train-history.png, chat.png, export.png and the wizard's steps
+(wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
 """
 
 from __future__ import annotations
@@ -91,9 +92,55 @@ def main(out_dir: str) -> int:
     data.problems_view.selectRow(0)
     shot(window, "data-skipped")
 
+    train_shots(app, window, shot)
     window.close()
     workers.wait_all()
     return 0
+
+
+def train_shots(app, window, shot) -> None:
+    """The Train page during a real demo run, with a failure (a run killed mid-way) and with
+    the history overlaying both runs' losses: train.png, train-failed.png, train-history.png."""
+    import dataclasses
+    import os
+    import signal
+
+    from studio.core import paths
+
+    cfg = window.state.config
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train, max_steps=0, epochs=6, batch_size=4, seq_len=256, lr=1e-3,
+            eval_every=10, save_every=20,
+        ),
+        data=dataclasses.replace(
+            cfg.data, path=str(paths.demo_dir() / "data.jsonl"), format="auto", val_split=0.1
+        ),
+        lora=dataclasses.replace(cfg.lora, r=16, lora_alpha=32),
+    )  # fmt: skip
+    page = window.pages["Train"]
+    runs_dir = window.state.project.runs_dir
+    window.show_page("Train")
+    page.start_run(cfg, runs_dir / "demo-r16")
+    wait_until(app, lambda: page.run_state.step >= 0.6 * max(1, page.run_state.total_steps) > 1)
+    shot(window, "train")
+    wait_until(app, lambda: page.worker is None, timeout=600)
+    page.start_run(
+        dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, r=4, lora_alpha=8)),
+        runs_dir / "demo-r4",
+    )
+    wait_until(app, lambda: page.run_state.step >= 0.5 * max(1, page.run_state.total_steps) > 1)
+    os.kill(page.run.pid, signal.SIGKILL)
+    wait_until(app, lambda: page.worker is None)
+    shot(window, "train-failed")
+    page.tabs.setCurrentIndex(1)
+    wait_until(app, lambda: page.history.table.rowCount() == 2)
+    page.history.select(["demo-r16", "demo-r4"])
+    wait_until(
+        app, lambda: page.history.compare is not None and len(page.history.compare.names) == 2
+    )
+    shot(window, "train-history")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,6 @@ class TrainingPlots(QWidget):
             size=10, symbol="t1", brush=pg.mkBrush("#31a354"), pen=None, name="checkpoint"
         )
         self.loss_plot.addItem(self.checkpoint_marks)
-        self.legend.addItem(self.checkpoint_marks, "checkpoint")
         self.small: dict[str, pg.PlotDataItem] = {}
         for col, (key, title, color) in enumerate(
             (
@@ -143,13 +142,19 @@ class TrainingPlots(QWidget):
         ):
             plot = self.view.addPlot(row=1, col=col)
             _style(plot, title)
-            plot.setXLink(self.loss_plot)
             plot.getAxis("left").setWidth(52)
             self.small[key] = plot.plot(pen=pg.mkPen(color, width=1))
+        # The small plots follow the loss plot's steps (zoom and pan included). Not setXLink:
+        # that aligns by screen position, and these plots sit side by side.
+        self.loss_plot.sigXRangeChanged.connect(self._follow_x)
         self.view.ci.layout.setRowStretchFactor(0, 3)
         self.view.ci.layout.setRowStretchFactor(1, 1)
         self.epoch_lines: list[pg.InfiniteLine] = []
         self.clear()
+
+    def _follow_x(self, _view, x_range) -> None:
+        for curve in self.small.values():
+            curve.getViewBox().setXRange(*x_range, padding=0)
 
     # --- data ----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -161,7 +161,7 @@ class RunHistory(QWidget):
                     )
                 self.table.setItem(i, j, item)
             if state.folder in selected:
-                self.table.selectRow(i)
+                self._select_row(i)
         self.table.blockSignals(False)
         self._selection_changed()
 
@@ -173,13 +173,19 @@ class RunHistory(QWidget):
 
     def select(self, names: list[str]) -> None:
         """Select the runs with these folder names (as a user would with Ctrl + click)."""
+        self.table.blockSignals(True)
         self.table.clearSelection()
-        mode = self.table.selectionMode()
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         for i, (state, _) in enumerate(self.rows):
             if state.name in names:
-                self.table.selectRow(i)
-        self.table.setSelectionMode(mode)
+                self._select_row(i)
+        self.table.blockSignals(False)
+        self._selection_changed()
+
+    def _select_row(self, row: int) -> None:
+        """Add a row to the selection (selectRow would replace it)."""
+        flags = QItemSelectionModel.SelectionFlag
+        index = self.table.model().index(row, 0)
+        self.table.selectionModel().select(index, flags.Select | flags.Rows)
 
     def _selection_changed(self) -> None:
         chosen = self.selected_states()

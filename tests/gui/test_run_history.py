@@ -97,6 +97,9 @@ def test_selecting_runs_overlays_their_curves(window, qtbot, project):
     assert lengths == [2, 7, 20]
     legend = [label.text for _, label in history.compare.legend.items]
     assert legend == ["crashed", "good", "good (eval)"]
+    history.refresh()  # the list is read again (a run ended): the selection stays
+    qtbot.waitUntil(lambda: history._list_task is None, timeout=10000)
+    assert [s.name for s in history.selected_states()] == ["crashed", "good"]
 
 
 def test_a_cli_run_folder_opens_the_same_way(window, qtbot, project, tmp_path):

@@ -55,15 +55,20 @@ class FailurePanel(QFrame):
         self.text = QLabel()
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text.setMinimumWidth(380)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setFont(theme.mono_font())
-        self.log.setMaximumHeight(150)
         self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.title)
-        layout.addWidget(self.text)
-        layout.addWidget(self.log)
+        self.log.setToolTip("The last lines of train.log")
+        words = QVBoxLayout()
+        words.addWidget(self.title)
+        words.addWidget(self.text)
+        words.addStretch(1)
+        layout = QHBoxLayout(self)
+        layout.addLayout(words, 1)
+        layout.addWidget(self.log, 1)
+        self.setMaximumHeight(230)
 
     def show_failure(self, state: runs.RunState) -> None:
         headline, advice = runs.failure_advice(state)
@@ -76,7 +81,7 @@ class FailurePanel(QFrame):
             keep = "No checkpoint was written before this; Re-run starts over."
         tips = "".join(f"<li>{t}</li>" for t in advice)
         message = (state.message or "").replace("&", "&amp;").replace("<", "&lt;")
-        self.text.setText(f"<p>{message}</p><p>{keep}</p><b>What to try:</b><ul>{tips}</ul>")
+        self.text.setText(f"{message}<br>{keep}<br><b>What to try:</b><ul>{tips}</ul>")
         self.log.setPlainText(runs.log_tail(state.folder, 30) or "(train.log is empty)")
         self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
         self.show()
@@ -304,7 +309,7 @@ class TrainPage(QWidget):
             return f"Stopped at step {s.step}. {s.message or ''} {where}".replace("  ", " ")
         if s.status == "failed":
             code = f" (exit code {s.returncode})" if s.returncode is not None else ""
-            return f"Failed at step {s.step}{code}: {s.message}"
+            return f"Failed at step {s.step}{code}: {runs.failure_advice(s)[0].lower()}."
         if s.status == "running":
             return f"Running elsewhere (step {s.step} of {s.total_steps})."
         return "This run has not started."
