@@ -54,8 +54,9 @@ def group_events(events: list[dict]) -> list:
 class RunWorker(QThread):
     """Follows a run folder: its events (replayed from the start), its log and its process.
 
-    `run` is a run_launcher.LaunchedRun to supervise, or None to only read a run that is no
-    longer going (then the worker ends after the replay).
+    `run` is a run_launcher.LaunchedRun to supervise, or None for a run with no process
+    known here: the worker replays it and ends, or keeps following it while its events go on
+    (a run started by `studio train` in a terminal).
     """
 
     events_read = Signal(object)
@@ -111,6 +112,7 @@ class RunWorker(QThread):
             self.ended.emit(self.state)
 
     def _follow(self) -> None:
+        self._started_here = "pid" in runs.read_process(self.run_dir)
         events = runs.FileTail(self.run_dir / runs.EVENTS_FILE)
         log_path = self.run_dir / runs.LOG_FILE
         log_size = log_path.stat().st_size if log_path.exists() else 0
@@ -118,11 +120,14 @@ class RunWorker(QThread):
         if log.offset:
             log.read_lines(LOG_REPLAY_BYTES)  # skip to the first whole line
         while True:
-            alive = self.launched is not None and self.launched.alive()
+            # Checked before reading, so that what a process wrote just before its end is read.
+            alive = self.launched.alive() if self.launched is not None else None
             self._signal_if_asked()
             backlog = self._read(events, log)
             if self._detach.is_set():
                 return
+            if alive is None:
+                alive = self._going_elsewhere()
             if not alive:
                 while self._read(events, log):  # what the process wrote last
                     pass
@@ -131,6 +136,13 @@ class RunWorker(QThread):
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
         self.ended.emit(self._settle())
+
+    def _going_elsewhere(self) -> bool:
+        """A run with no process known here (started by the CLI) is followed while its
+        events say it goes on and events.jsonl keeps changing."""
+        if self.state.status != "running" or self._started_here:
+            return False
+        return time.time() - runs.last_touched(self.run_dir) < runs.QUIET_AFTER_S
 
     def _read(self, events: runs.FileTail, log: runs.FileTail) -> bool:
         """Emit what was appended; True when there may be more to read right away."""

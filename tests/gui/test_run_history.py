@@ -124,3 +124,26 @@ def test_a_cli_run_folder_opens_the_same_way(window, qtbot, project, tmp_path):
     assert page.run_state.status == "completed" and page.plots.point_count() == 4
     assert page.status.text().startswith("Completed: 4 steps")
     assert page.rerun_button.isEnabled() and not page.resume_button.isEnabled()
+
+
+def test_a_cli_run_still_going_is_followed(window, qtbot, project):
+    from tests.gui.test_train_page import FAKE_TRAINER
+
+    folder = make_run(project.runs_dir / "from-cli", [])
+    # Started in a terminal: no pid file, the app only sees its events.
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_TRAINER, str(folder / "events.jsonl")])
+    try:
+        qtbot.waitUntil(lambda: len(runs.read_all_events(folder)) >= 5, timeout=20000)
+        page = window.pages["Train"]
+        page.open_run_folder(folder)
+        qtbot.waitUntil(lambda: page.plots.point_count() >= 8, timeout=10000)
+        assert page.worker is not None and not page.is_running()  # followed, not supervised
+        assert "started outside the app" in page.status.text()
+        proc.terminate()  # the fake trainer writes its `done` (stopped) event
+        assert proc.wait(20) == 130
+        qtbot.waitUntil(lambda: page.worker is None, timeout=10000)
+        assert page.run_state.status == "stopped" and not page.timer.isActive()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -261,10 +261,12 @@ class TrainPage(QWidget):
                 f"loss {loss:.4f} · {tps:,.0f} tok/s · epoch {epoch:.2f} · "
                 f"elapsed {hms(elapsed)} · ETA {hms(eta)}"
             )
+        total = f" of {s.total_steps}" if s.total_steps else ""
         if self.run is not None and s.status == "running":
-            total = f" of {s.total_steps}" if s.total_steps else ""
             self.status.setText(f"Training: step {s.step}{total}.")
             self.state.set_job(f"Training {s.name}: step {s.step}{total}")
+        elif s.status == "running":
+            self.status.setText(f"Following a run started outside the app: step {s.step}{total}.")
 
     def _log_read(self, text: str) -> None:
         bar = self.console.verticalScrollBar()
