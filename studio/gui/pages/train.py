@@ -286,6 +286,7 @@ class TrainPage(QWidget):
             self.progress.setRange(0, state.total_steps)
             self.progress.setValue(min(state.step, state.total_steps))
         self.status.setText(self._summary(state))
+        self.progress_text.setText(self.progress_text.text().split(" · ETA")[0])
         if state.status == "failed":
             self.failure.show_failure(state)
         else:
