@@ -23,7 +23,8 @@ from studio.core.runs import STEP_COLUMNS
 
 SMOOTHING = 0.9
 """EMA weight of the smoothed loss (debiased, as TensorBoard does)."""
-MAX_EPOCH_LINES = 100
+MAX_EPOCH_LINES = 40
+MAX_EPOCH_LABELS = 12
 
 
 class SeriesBuffer:
@@ -92,7 +93,7 @@ def foreground() -> QColor:
 
 def _style(plot: pg.PlotItem, title: str) -> None:
     plot.setTitle(title, color=foreground().name(), size="9pt")
-    plot.showGrid(x=True, y=True, alpha=0.15)
+    # No grid: on a raster paint engine it costs more than all the curves (20 ms a frame).
     plot.setDownsampling(auto=True, mode="peak")
     plot.setClipToView(True)
     for name in ("left", "bottom"):
@@ -196,13 +197,11 @@ class TrainingPlots(QWidget):
         self.evals.truncate_after(rows[0, 0] - 1)
         # Debiased EMA: m_i = a*m_(i-1) + (1-a)*x_i, shown as m_i / (1 - a^(i+1)).
         y = self.steps.y
-        loss_col, m_col, s_col = 1, n_values, n_values + 1
-        m = y[first - 1, m_col] if first else 0.0
-        a = SMOOTHING
-        for i in range(first, self.steps.n):
-            m = a * m + (1 - a) * y[i, loss_col]
-            y[i, m_col] = m
-            y[i, s_col] = m / (1 - a ** (i + 1))
+        m_col, s_col = n_values, n_values + 1
+        m0 = y[first - 1, m_col] if first else 0.0
+        y[first : self.steps.n, m_col] = ema_state(y[first : self.steps.n, 1], m0)
+        index = np.arange(first + 1, self.steps.n + 1)
+        y[first : self.steps.n, s_col] = y[first : self.steps.n, m_col] / (1 - SMOOTHING**index)
         # Epoch boundaries: where the whole-epoch count goes up.
         epochs = np.floor(y[max(0, first - 1) : self.steps.n, 0] + 1e-9)
         ups = np.nonzero(np.diff(epochs) > 0)[0]
@@ -252,12 +251,13 @@ class TrainingPlots(QWidget):
             self.loss_plot.removeItem(line)
         pen = pg.mkPen(foreground(), width=1, style=Qt.PenStyle.DashLine)
         self.epoch_lines = []
+        labelled = len(wanted) <= MAX_EPOCH_LABELS
         for step, number in zip(wanted, self.epoch_numbers, strict=False):
             line = pg.InfiniteLine(
                 pos=step,
                 angle=90,
                 pen=pen,
-                label=f"epoch {number}",
+                label=f"epoch {number}" if labelled else None,
                 labelOpts={"position": 0.95, "color": foreground().name()},
             )
             self.loss_plot.addItem(line, ignoreBounds=True)
@@ -303,11 +303,23 @@ class ComparePlot(QWidget):
         item.enableAutoRange()
 
 
+def ema_state(values: np.ndarray, m0: float = 0.0, a: float = SMOOTHING) -> np.ndarray:
+    """m_i = a*m_(i-1) + (1-a)*x_i from m_(-1) = m0, vectorised in chunks (the powers of a
+    stay within float range): replaying 100,000 steps costs milliseconds, not a Python loop."""
+    values = np.asarray(values, dtype=float)
+    out = np.empty_like(values)
+    chunk = 256
+    powers = a ** np.arange(1, chunk + 1)  # a^(j+1)
+    for start in range(0, len(values), chunk):
+        x = values[start : start + chunk]
+        p = powers[: len(x)]
+        # m_j = a^(j+1) m0 + (1-a) sum_(l<=j) a^(j-l) x_l = a^(j+1) (m0 + (1-a) cumsum(x_l / a^(l+1)))
+        out[start : start + len(x)] = p * (m0 + (1 - a) * np.cumsum(x / p))
+        m0 = out[start + len(x) - 1]
+    return out
+
+
 def ema(values: np.ndarray, a: float = SMOOTHING) -> np.ndarray:
     """The debiased exponential moving average the live plot shows."""
-    out = np.empty_like(values)
-    m = 0.0
-    for i, v in enumerate(values):
-        m = a * m + (1 - a) * v
-        out[i] = m / (1 - a ** (i + 1))
-    return out
+    values = np.asarray(values, dtype=float)
+    return ema_state(values, 0.0, a) / (1 - a ** np.arange(1, len(values) + 1))
