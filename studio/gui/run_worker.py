@@ -61,6 +61,8 @@ class RunWorker(QThread):
 
     events_read = Signal(object)
     """A list of event dicts and step blocks (numpy rows of plots.STEP_COLUMNS), in order."""
+    caught_up = Signal()
+    """Emitted once, when the events already in the file have all been read (the replay)."""
     log_read = Signal(str)
     ended = Signal(object)
     """The run's final runs.RunState (not emitted after `detach`)."""
@@ -79,6 +81,8 @@ class RunWorker(QThread):
         self._lock = threading.Lock()
         self.stop_requested = False
         self.killed = False
+        self._pending: list = []
+        self._pending_since = 0.0
 
     # --- called from the GUI thread ------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class RunWorker(QThread):
         log = runs.FileTail(log_path, start=max(0, log_size - LOG_REPLAY_BYTES))
         if log.offset:
             log.read_lines(LOG_REPLAY_BYTES)  # skip to the first whole line
+        caught_up = False
         while True:
             # Checked before reading, so that what a process wrote just before its end is read.
             alive = self.launched.alive() if self.launched is not None else None
@@ -129,12 +134,18 @@ class RunWorker(QThread):
             if alive is None:
                 alive = self._going_elsewhere()
             if not alive:
-                while self._read(events, log):  # what the process wrote last
-                    pass
+                while self._read(events, log):  # what the process wrote last, or a replay
+                    time.sleep(0.002)
                 break
-            if not backlog:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
+            if backlog:
+                # A replay: let the GUI thread have the GIL between chunks.
+                time.sleep(0.002)
+                continue
+            if not caught_up:
+                caught_up = True
+                self.caught_up.emit()
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
         self.ended.emit(self._settle())
 
     def _going_elsewhere(self) -> bool:
@@ -146,16 +157,24 @@ class RunWorker(QThread):
 
     def _read(self, events: runs.FileTail, log: runs.FileTail) -> bool:
         """Emit what was appended; True when there may be more to read right away."""
-        lines = events.read_lines(4 << 20)
+        lines = events.read_lines(1 << 20)
         parsed = runs.parse_lines(lines)
         for ev in parsed:
             self.state.apply(ev)
         if parsed:
-            self.events_read.emit(group_events(parsed))
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending += group_events(parsed)
+        more = len(lines) > 0 and events.offset < _size(events.path)
+        # A long replay goes to the GUI in one piece (or one every 2 s): handling many pieces
+        # there while this thread parses would make the two threads fight over the GIL.
+        if self._pending and (not more or time.monotonic() - self._pending_since > 2.0):
+            self.events_read.emit(self._pending)
+            self._pending = []
         text = log.read_text(1 << 20)
         if text:
             self.log_read.emit(text.replace("\r", "\n"))
-        return len(lines) > 0 and events.offset < _size(events.path)
+        return more
 
     def _signal_if_asked(self) -> None:
         if self.launched is None:

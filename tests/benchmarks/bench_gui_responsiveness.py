@@ -171,9 +171,10 @@ def main() -> int:
     # (2) Replaying a long run, then redrawing it zoomed in and out.
     folder = synthetic_run(project.runs_dir / "long", args.replay)
     meter.start()
+    opened = time.perf_counter()
     page.open_run_folder(folder)
     spin(app, 120, condition=lambda: page.worker is None)
-    replay_ms = (time.perf_counter() - meter.last) * 1000
+    replay_ms = (time.perf_counter() - opened) * 1000
     view = page.plots.loss_plot.getViewBox()
     for i in range(30):  # zoom in and out, as a user would, while points keep redrawing
         frac = (i % 10 + 1) / 10
@@ -182,7 +183,7 @@ def main() -> int:
         page.plots.redraw()
         spin(app, 0.1)
     replay = meter.stop()
-    print(f"replay of {page.plots.point_count():,} points (+ 30 zooms), {replay_ms:.0f} ms tail:")
+    print(f"replay of {page.plots.point_count():,} points in {replay_ms:.0f} ms, then 30 zooms:")
     print(f"  stalls: {percentiles(replay)}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     window.close()

@@ -151,6 +151,7 @@ class TrainPage(QWidget):
         self.failure = FailurePanel()
         self.failure.hide()
         self._plots = None  # plots.TrainingPlots, made on first use (pyqtgraph loads slowly)
+        self._replaying = False
         self.console = QPlainTextEdit()
         self.console.setReadOnly(True)
         self.console.setFont(theme.mono_font())
@@ -186,8 +187,14 @@ class TrainPage(QWidget):
         return self._plots
 
     def _redraw(self) -> None:
-        if self._plots is not None:
+        # Not while the worker replays a long events.jsonl: painting then would compete with
+        # it for the GIL; the curve is drawn once it has caught up.
+        if self._plots is not None and not self._replaying:
             self._plots.redraw()
+
+    def _caught_up(self) -> None:
+        self._replaying = False
+        self._redraw()
 
     def showEvent(self, event) -> None:
         self.plots  # noqa: B018 - empty axes rather than a blank area
@@ -230,12 +237,21 @@ class TrainPage(QWidget):
         else:
             self.status.setText("Reading the run…")
         self.worker = RunWorker(run_dir, run)
+        self._replaying = True
         self.worker.events_read.connect(self._events_read)
+        self.worker.caught_up.connect(self._caught_up)
         self.worker.log_read.connect(self._log_read)
         self.worker.ended.connect(self._ended)
-        self.worker.start()
+        # Started after the page has repainted: a paint while the worker parses a long
+        # events.jsonl would fight it for the GIL.
+        QTimer.singleShot(60, self._start_worker)
         self.timer.start()
         self._update_buttons()
+
+    def _start_worker(self) -> None:
+        worker = self.worker
+        if worker is not None and not worker.isRunning() and not worker.isFinished():
+            worker.start()
 
     def _events_read(self, items: list) -> None:
         s = self.run_state
@@ -266,8 +282,10 @@ class TrainPage(QWidget):
         if self.run is not None and s.status == "running":
             self.status.setText(f"Training: step {s.step}{total}.")
             self.state.set_job(f"Training {s.name}: step {s.step}{total}")
-        elif s.status == "running":
+        elif s.status == "running" and not self._replaying:
             self.status.setText(f"Following a run started outside the app: step {s.step}{total}.")
+        if self._replaying:
+            self.status.setText(f"Reading the run: step {s.step}{total}…")
 
     def _log_read(self, text: str) -> None:
         bar = self.console.verticalScrollBar()
@@ -279,6 +297,7 @@ class TrainPage(QWidget):
     def _ended(self, state: runs.RunState) -> None:
         live = self.run is not None
         self._end_worker(detach=False)
+        self._replaying = False
         self.run_state = state
         self.run = None
         self.plots.redraw()
