@@ -92,7 +92,13 @@ def main(out_dir: str) -> int:
     data.problems_view.selectRow(0)
     shot(window, "data-skipped")
 
-    train_shots(app, window, shot)
+    try:
+        train_shots(app, window, shot)
+    finally:
+        train = window.pages["Train"]
+        if train.is_running():  # a timeout: do not leave a training process behind
+            train.run.kill()
+            wait_until(app, lambda: train.worker is None)
     window.close()
     workers.wait_all()
     return 0
@@ -123,14 +129,18 @@ def train_shots(app, window, shot) -> None:
     runs_dir = window.state.project.runs_dir
     window.show_page("Train")
     page.start_run(cfg, runs_dir / "demo-r16")
-    wait_until(app, lambda: page.run_state.step >= 0.6 * max(1, page.run_state.total_steps) > 1)
+
+    def halfway() -> bool:
+        return page.run_state.step >= 0.6 * max(1, page.run_state.total_steps) > 1
+
+    wait_until(app, halfway, timeout=600)
     shot(window, "train")
     wait_until(app, lambda: page.worker is None, timeout=600)
     page.start_run(
         dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, r=4, lora_alpha=8)),
         runs_dir / "demo-r4",
     )
-    wait_until(app, lambda: page.run_state.step >= 0.5 * max(1, page.run_state.total_steps) > 1)
+    wait_until(app, halfway, timeout=600)
     os.kill(page.run.pid, signal.SIGKILL)
     wait_until(app, lambda: page.worker is None)
     shot(window, "train-failed")

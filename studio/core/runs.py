@@ -264,6 +264,8 @@ def describe_exit(returncode: int | None) -> tuple[str, str]:
         if -returncode == getattr(signal, "SIGSEGV", 11):
             return "crashed", f"The training process crashed ({name}) inside a native library."
         return "killed", f"The training process was ended by {name}."
+    if returncode == 2:  # `studio train` refused its settings or data before training
+        return "input", "The run could not start (exit code 2); the log below says why."
     return "crashed", f"The training process ended (exit code {returncode}) without a result."
 
 

@@ -154,6 +154,7 @@ def test_a_run_that_died_without_a_word_is_failed_never_done(tmp_path):
     assert state.kind == "killed" and "SIGKILL" in state.message
     headline, advice = runs.failure_advice(state)
     assert "killed" in headline and any("QLoRA" in a for a in advice)
+    assert runs.describe_exit(2)[0] == "input" and runs.describe_exit(None)[0] == "crashed"
     assert any("gradient checkpointing" in a for a in advice)
 
 
