@@ -358,19 +358,14 @@ def test_rerun_dialog_prefills_and_writes_a_new_run(window, qtbot, project, tmp_
 
 def test_qt_calls_cannot_wear_out_none(window):
     """PySide6 6.12.0 on Python 3.11 drops a reference to None on each void Qt call; live plots
-    make thousands a minute. With the page up, None can never be freed (the interpreter would
-    abort with "none_dealloc")."""
+    make thousands a minute and the interpreter then aborts ("none_dealloc"). pyproject.toml
+    excludes that release; this fails if a build with the bug is installed."""
     import sys
 
     from PySide6.QtWidgets import QLabel
-
-    from studio.gui import refcount_fix
 
     label = QLabel()
     before = sys.getrefcount(None)
     for _ in range(20000):
         label.setText("x")
-    if refcount_fix.bug_present():
-        assert sys.getrefcount(None) > 1 << 39
-    else:
-        assert sys.getrefcount(None) >= before - 100
+    assert sys.getrefcount(None) >= before - 100

@@ -491,6 +491,10 @@ def load_dataset(
                 problems.append(Problem(line, e.message, e.field, _raw_text(raw, value)))
     finally:
         if gc_was_enabled:
+            # Moving what exists now out of the collector's reach keeps the first collection
+            # after the import from scanning every record at once: that scan holds the GIL for
+            # most of a second, which would freeze the app's window while it runs.
+            gc.freeze()
             gc.enable()
 
     if not records:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from studio.core import runs
 from studio.core.config import RunConfig
-from studio.gui import refcount_fix, run_launcher, theme
+from studio.gui import run_launcher, theme
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
 from studio.gui.run_worker import RunWorker
@@ -93,7 +93,6 @@ class TrainPage(QWidget):
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
-        refcount_fix.apply()  # live plots call Qt thousands of times a minute
         self.state = state
         self.run = None  # the run_launcher.LaunchedRun supervised now, if any
         self.run_dir: Path | None = None  # the run shown
