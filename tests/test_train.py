@@ -288,3 +288,25 @@ def test_qlora_8bit_trains_on_cpu(tiny_model, data, tmp_path):
     cfg.model = ModelConfig(path=str(tiny_model), quant="8bit")
     losses_, _ = step_losses(cfg)
     assert len(losses_) == 2 and all(x == x for x in losses_)
+
+
+def test_event_log_starts_a_fresh_line_after_a_torn_one(tmp_path):
+    from studio.core.events import EventLog, Log
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"type": "step", "step": 1, "epoch": 0.1, "loss": 2.0, "lr": 0.1, "grad_norm": 1, "tokens_per_s": 1, "elapsed_s": 1, "eta_s": 1}\n{"type": "st'
+    )
+    log = EventLog(path)
+    log.write(Log("resumed"))
+    log.close()
+    events = read_events(path)
+    assert [e.type for e in events] == ["step", "log"] and events[1].message == "resumed"
+
+
+def test_a_run_records_its_process(tiny_model, data, tmp_path):
+    from studio.core import runs
+
+    run_training(config(tiny_model, data, tmp_path / "p", max_steps=1))
+    record = runs.read_process(tmp_path / "p")
+    assert record["pid"] == os.getpid() and record["create_time"]

@@ -267,6 +267,8 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGBREAK"):  # Windows: what a graceful stop from the app sends
+        signal.signal(signal.SIGBREAK, on_signal)
     last = run_training(cfg, resume=args.resume, cancel=cancel, on_event=Progress(quiet=args.quiet))
     if last is None or last.type == "error":
         return 1

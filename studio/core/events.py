@@ -104,6 +104,13 @@ class EventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        # A kill mid-write leaves a torn last line; start on a fresh one so the next event
+        # (a resumed run's start) is not glued to it and lost.
+        if self._fh.tell() > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, 2)
+                if fh.read(1) != b"\n":
+                    self._fh.write("\n")
 
     def write(self, event: Event) -> None:
         self._fh.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")

@@ -13,6 +13,8 @@ micro-batches per epoch) and perm seeded by seed + epoch.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
 import traceback
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.core import checkpoint as ckpt
+from studio.core import runs
 from studio.core.config import RunConfig
 from studio.core.data.examples import IGNORE, Example, build_examples
 from studio.core.data.packing import collate, pack_rows, single_rows
@@ -401,6 +404,10 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume or not (run_dir / "run.yaml").exists():
         cfg.save(run_dir / "run.yaml")
+    # Who is training this folder, so the app can follow, stop or re-attach to a CLI run. The
+    # app writes the same record when it starts the run; the child keeps it then.
+    if runs.read_process(run_dir).get("pid") != os.getpid():
+        runs.write_process(run_dir, os.getpid(), [sys.executable, *sys.argv])
     log = EventLog(run_dir / "events.jsonl")
     last: Event | None = None
     try:
