@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.core.config import FORMATS
-from studio.core.data.readers import BadRow, Progress, open_source
+from studio.core.data.readers import BadRow, Progress, open_source, pause
 from studio.core.data.records import Dataset, Problem, Record
 from studio.core.errors import DataError
 
@@ -484,11 +484,13 @@ def load_dataset(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for line, value, raw in chain(sample, rows):
+        for n, (line, value, raw) in enumerate(chain(sample, rows)):
             try:
                 append(convert(value, line))
             except Invalid as e:
                 problems.append(Problem(line, e.message, e.field, _raw_text(raw, value)))
+            if not n & 2047:
+                pause()
     finally:
         if gc_was_enabled:
             # Moving what exists now out of the collector's reach keeps the first collection
