@@ -240,6 +240,13 @@ def test_stop_cancels_a_running_answer(chat_model):
     app.stop()
     t.join(10)
     assert time.monotonic() - start < 5 and not t.is_alive()
+    # The client got a proper reply, not a bare disconnect: a 503 when its answer was cut
+    # short, or the whole answer when it ended (EOS) before the stop.
+    status, body = done["r"]
+    if status == 503:
+        assert body["error"]["message"] == "the server is shutting down"
+    else:
+        assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_non_loopback_host_needs_a_key(chat_model, capsys):

@@ -251,8 +251,21 @@ def _print_estimate(cfg) -> None:
         )
 
 
+def quiet_library_noise() -> None:
+    """Hide library chatter that says nothing to a person training a model: transformers'
+    deprecation notices about its own internals (raised through peft) and bitsandbytes'
+    note about optional CPU kernels."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*will be removed in v6", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def run(args) -> int:
     from studio.core.train import CancelToken, run_training
+
+    quiet_library_noise()
 
     cfg = build_config(args)
     if not args.quiet:

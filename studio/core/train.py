@@ -56,7 +56,7 @@ class Plan:
 def make_plan(examples: list[Example], cfg: RunConfig) -> Plan:
     t = cfg.train
     lengths = [len(e) for e in examples]
-    rows = pack_rows(lengths, t.seq_len) if t.packing else single_rows(len(examples))
+    rows = pack_rows(lengths, t.seq_len, t.seed) if t.packing else single_rows(len(examples))
     micro_per_epoch = math.ceil(len(rows) / t.batch_size)
     total_micro = math.ceil(t.epochs * micro_per_epoch)
     total = t.max_steps or max(1, math.ceil(total_micro / t.grad_accum))

@@ -138,8 +138,19 @@ class App:
             return
         self.stopping.set()
         with self._guard:
-            for gen in list(self._running):
-                gen.stop()
+            running = list(self._running)
+        for gen in running:
+            gen.stop()
+        # A stopped answer ends within a token; give its handler a moment to send the reply
+        # (a 503 for a whole answer, the end of the stream for a streamed one) before the
+        # connections are cut, so no client sees a bare disconnect.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with self._guard:
+                if not self._running:
+                    break
+            time.sleep(0.01)
+        with self._guard:
             for conn in list(self._open):
                 try:  # wakes a thread waiting for the next keep-alive request
                     conn.shutdown(socket.SHUT_RDWR)
@@ -323,6 +334,8 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     for _ in gen:
                         pass
+                    if gen.finish_reason == "cancelled" and self.app.stopping.is_set():
+                        raise api.ApiError(503, "the server is shutting down", type="server_error")
                     body = api.chat_response if prefix == "chatcmpl" else api.completion_response
                     self._send_json(200, body(rid, name, gen))
             finally:

@@ -228,7 +228,7 @@ def child_bare(spec: dict) -> dict:
     train = [Example(**encode(tok, m, spec["seq_len"])) for m in read_jsonl(spec["train"])]
     val = [Example(**encode(tok, m, spec["seq_len"])) for m in read_jsonl(spec["val"])]
     pad = tok.pad_token_id
-    rows = pack_rows([len(e) for e in train], spec["seq_len"])
+    rows = pack_rows([len(e) for e in train], spec["seq_len"], spec["seed"])
     order = torch.randperm(
         len(rows), generator=torch.Generator().manual_seed(spec["seed"])
     ).tolist()
@@ -412,7 +412,7 @@ def main() -> int:
 
     lengths = data["lengths"]
     # Studio's own example includes the template's trailing newline; the rows come from the same packing.
-    rows = pack_rows([n for n in lengths], args.seq_len)
+    rows = pack_rows([n for n in lengths], args.seq_len, args.seed)
     studio_steps = math.ceil(len(rows) / args.batch_size)
     auto_batch = max(1, round(args.examples / studio_steps))
     print(
