@@ -64,8 +64,9 @@ def main(out_dir: str) -> int:
         print(path)
 
     for name in window.pages:
-        window.show_page(name)
-        shot(window, name.lower())
+        if name != "Chat":  # chat.png comes at the end, with answers from a trained run
+            window.show_page(name)
+            shot(window, name.lower())
 
     window.new_fine_tune()
     wizard = window.wizard
@@ -94,6 +95,7 @@ def main(out_dir: str) -> int:
 
     try:
         train_shots(app, window, shot)
+        chat_shot(app, window, shot)
     finally:
         train = window.pages["Train"]
         if train.is_running():  # a timeout: do not leave a training process behind
@@ -151,6 +153,26 @@ def train_shots(app, window, shot) -> None:
         app, lambda: page.history.compare is not None and len(page.history.compare.names) == 2
     )
     shot(window, "train-history")
+
+
+def chat_shot(app, window, shot) -> None:
+    """chat.png: compare mode, the demo base model against the demo-r16 run's adapter, both
+    answering the same question greedily."""
+    page = window.pages["Chat"]
+    window.show_page("Chat")
+    page.compare_box.setChecked(True)
+    page.pickers[1].set_adapter(str(window.state.project.runs_dir / "demo-r16" / "adapter"))
+    page.temperature.setValue(0)
+    page.max_tokens.setValue(40)
+    for slot in (0, 1):
+        page.pickers[slot].load_button.click()
+        wait_until(app, lambda s=slot: s in page.models, timeout=120)
+    finished = []
+    page.generation_finished.connect(lambda: finished.append(1))
+    page.input.setPlainText("What is the capital of Peru?")
+    page.send_button.click()
+    wait_until(app, lambda: finished, timeout=120)
+    shot(window, "chat")
 
 
 if __name__ == "__main__":
