@@ -253,6 +253,7 @@ class MainWindow(QMainWindow):
         self.pages["Train"].shutdown(stop_run=stop_run)
         settings.put("window/geometry", self.saveGeometry())
         settings.put("window/page", self.current_page())
+        settings.flush()
         if self.wizard is not None:
             self.wizard.close()
         self.shutdown()

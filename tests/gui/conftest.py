@@ -13,7 +13,9 @@ def studio_home(tmp_path, monkeypatch):
     home = tmp_path / "studio-home"
     monkeypatch.setenv("STUDIO_HOME", str(home))
     yield home
-    from studio.gui import workers
+    from studio.gui import settings, workers
+
+    settings.flush()  # no write of this test's settings may land in the next test's home
 
     assert workers.wait_all(60000), "a worker thread did not finish"
     assert workers.live_tasks() == []
