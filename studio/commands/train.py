@@ -13,46 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-# run.yaml field -> (flag, type). Booleans get --x / --no-x.
-OPTIONS: dict[str, tuple[str, type]] = {
-    "model.path": ("--model", str),
-    "data.path": ("--data", str),
-    "output": ("--output", str),
-    "data.format": ("--format", str),
-    "train.epochs": ("--epochs", float),
-    "train.max_steps": ("--max-steps", int),
-    "train.batch_size": ("--batch-size", int),
-    "train.grad_accum": ("--grad-accum", int),
-    "train.lr": ("--lr", float),
-    "train.seq_len": ("--seq-len", int),
-    "lora.r": ("--lora-rank", int),
-    "lora.lora_alpha": ("--lora-alpha", int),
-    "lora.lora_dropout": ("--lora-dropout", float),
-    "lora.target_modules": ("--target-modules", str),
-    "lora.use_rslora": ("--rslora", bool),
-    "lora.use_dora": ("--dora", bool),
-    "model.quant": ("--quant", str),
-    "model.double_quant": ("--double-quant", bool),
-    "model.dtype": ("--dtype", str),
-    "model.device": ("--device", str),
-    "model.trust_remote_code": ("--trust-remote-code", bool),
-    "model.allow_pickle": ("--allow-pickle", bool),
-    "train.packing": ("--packing", bool),
-    "data.val_split": ("--val-split", float),
-    "data.eval_path": ("--eval-data", str),
-    "data.template": ("--template", str),
-    "data.train_on": ("--train-on", str),
-    "data.overlong": ("--overlong", str),
-    "train.eval_every": ("--eval-every", int),
-    "train.save_every": ("--save-every", int),
-    "train.keep_checkpoints": ("--keep-checkpoints", int),
-    "train.seed": ("--seed", int),
-    "train.gradient_checkpointing": ("--gradient-checkpointing", bool),
-    "train.scheduler": ("--scheduler", str),
-    "train.warmup_ratio": ("--warmup-ratio", float),
-    "train.weight_decay": ("--weight-decay", float),
-    "train.max_grad_norm": ("--max-grad-norm", float),
-}
 CHOICES = {
     "model.quant": ("none", "8bit", "4bit"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
@@ -93,9 +53,14 @@ def add_parser(sub) -> None:
         "--demo", action="store_true", help="train the bundled demo model on the bundled data"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    for key, (flag, kind) in OPTIONS.items():
+    from studio.core.config import FLAGS, RunConfig
+
+    defaults = RunConfig().to_dict()
+    for key, flag in FLAGS.items():
+        section, _, name = key.partition(".")
+        kind = type(defaults[section][name] if name else defaults[section])
         kw = {"dest": key, "default": None}
-        if kind is bool:
+        if kind is bool:  # --x / --no-x
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
             p.add_argument(flag, type=kind, choices=CHOICES.get(key), **kw)
@@ -138,7 +103,9 @@ def build_config(args):
         if not args.config:
             for key, value in DEMO.items():
                 cfg = _set(cfg, key, value)
-    for key in OPTIONS:
+    from studio.core.config import FLAGS
+
+    for key in FLAGS:
         value = getattr(args, key)
         if value is not None:
             cfg = _set(cfg, key, value)

@@ -19,6 +19,48 @@ from studio.core.errors import ConfigError
 FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
 TEMPLATES = ("auto", "chatml", "alpaca", "llama2")
 
+# run.yaml field -> `studio train` flag (the flags of issue 3). Fields without a flag travel
+# in `--config run.yaml`.
+FLAGS: dict[str, str] = {
+    "model.path": "--model",
+    "data.path": "--data",
+    "output": "--output",
+    "data.format": "--format",
+    "train.epochs": "--epochs",
+    "train.max_steps": "--max-steps",
+    "train.batch_size": "--batch-size",
+    "train.grad_accum": "--grad-accum",
+    "train.lr": "--lr",
+    "train.seq_len": "--seq-len",
+    "lora.r": "--lora-rank",
+    "lora.lora_alpha": "--lora-alpha",
+    "lora.lora_dropout": "--lora-dropout",
+    "lora.target_modules": "--target-modules",
+    "model.quant": "--quant",
+    "train.packing": "--packing",
+    "data.val_split": "--val-split",
+    "data.eval_path": "--eval-data",
+    "train.eval_every": "--eval-every",
+    "train.save_every": "--save-every",
+    "train.seed": "--seed",
+    "train.gradient_checkpointing": "--gradient-checkpointing",
+    "model.device": "--device",
+    "model.dtype": "--dtype",
+    "model.double_quant": "--double-quant",
+    "model.trust_remote_code": "--trust-remote-code",
+    "model.allow_pickle": "--allow-pickle",
+    "lora.use_rslora": "--rslora",
+    "lora.use_dora": "--dora",
+    "data.template": "--template",
+    "data.train_on": "--train-on",
+    "data.overlong": "--overlong",
+    "train.weight_decay": "--weight-decay",
+    "train.scheduler": "--scheduler",
+    "train.warmup_ratio": "--warmup-ratio",
+    "train.max_grad_norm": "--max-grad-norm",
+    "train.keep_checkpoints": "--keep-checkpoints",
+}
+
 
 def _check(cond: bool, field_name: str, message: str) -> None:
     if not cond:
