@@ -16,6 +16,7 @@ from pathlib import Path
 
 from studio.core.config import RunConfig
 from studio.core.errors import ModelError
+from studio.core.models import linear_layers
 
 GB = 1024**3
 MB = 1024**2
@@ -153,10 +154,7 @@ def _linear_layers_on_meta(
     cfg = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
-    layers = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "lm_head":
-            layers.append((name.split(".")[-1], module.in_features, module.out_features))
+    layers = [(short, m.in_features, m.out_features) for short, m in linear_layers(model)]
     return layers, sum(p.numel() for p in model.parameters())
 
 

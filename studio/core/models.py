@@ -222,19 +222,19 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     return LoadedModel(model, tokenizer, device, dtype, cfg.quant, path)
 
 
-def linear_module_names(model) -> list[str]:
-    """Candidate LoRA targets: last name parts of the linear layers, lm_head excluded."""
+def linear_layers(model):
+    """(short name, module) for every linear layer but the LM head: the LoRA candidates.
+
+    bitsandbytes' 4- and 8-bit layers subclass nn.Linear, so quantized models count too.
+    """
     import torch
 
-    names = set()
-    linear_types = [torch.nn.Linear]
-    try:
-        import bitsandbytes as bnb
-
-        linear_types += [bnb.nn.Linear4bit, bnb.nn.Linear8bitLt]
-    except Exception:  # bitsandbytes is optional at this point
-        pass
     for name, module in model.named_modules():
-        if isinstance(module, tuple(linear_types)) and not name.endswith("lm_head"):
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and short != "lm_head":
+            yield short, module
+
+
+def linear_module_names(model) -> list[str]:
+    """Candidate LoRA targets: last name parts of the linear layers, lm_head excluded."""
+    return sorted({short for short, _ in linear_layers(model)})
