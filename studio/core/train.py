@@ -55,8 +55,7 @@ class Plan:
 
 def make_plan(examples: list[Example], cfg: RunConfig) -> Plan:
     t = cfg.train
-    lengths = [len(e) for e in examples]
-    rows = pack_rows(lengths, t.seq_len, t.seed) if t.packing else single_rows(len(examples))
+    rows = make_rows(examples, cfg)
     micro_per_epoch = math.ceil(len(rows) / t.batch_size)
     total_micro = math.ceil(t.epochs * micro_per_epoch)
     total = t.max_steps or max(1, math.ceil(total_micro / t.grad_accum))
@@ -116,22 +115,24 @@ def _to(batch, device):
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def evaluate(loss_fn: LossFn, examples: list[Example], cfg: RunConfig, device, autocast) -> float:
+def make_rows(examples: list[Example], cfg: RunConfig) -> list[list[int]]:
+    t = cfg.train
+    lengths = [len(e) for e in examples]
+    return pack_rows(lengths, t.seq_len, t.seed) if t.packing else single_rows(len(examples))
+
+
+def evaluate(
+    loss_fn: LossFn, examples: list[Example], rows, batch_size: int, pad_id: int, device, autocast
+) -> float:
+    """Mean loss per labelled token over `examples`, batched as `rows`."""
     import torch
 
-    t = cfg.train
-    rows = (
-        pack_rows([len(e) for e in examples], t.seq_len)
-        if t.packing
-        else single_rows(len(examples))
-    )
-    pad = 0
     total, count = 0.0, 0
     was_training = loss_fn.model.training
     loss_fn.model.eval()
     with torch.no_grad(), autocast():
-        for i in range(0, len(rows), t.batch_size):
-            loss, n = loss_fn(_to(collate(examples, rows[i : i + t.batch_size], pad), device))
+        for i in range(0, len(rows), batch_size):
+            loss, n = loss_fn(_to(collate(examples, rows[i : i + batch_size], pad_id), device))
             total += float(loss)
             count += n
     if was_training:
@@ -231,9 +232,9 @@ def train(
     model.train()
     device = loaded.device
     autocast, scaler = _autocast_factory(device, loaded.dtype, cfg)
-    optimizer = _make_optimizer(model, cfg, device)
-    from studio.core.optim import make_scheduler
+    from studio.core.optim import make_optimizer, make_scheduler
 
+    optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay, device)
     scheduler = make_scheduler(optimizer, plan.total_steps, t.warmup_ratio, t.scheduler)
     start_step = 0
     if start_ckpt is not None:
@@ -265,6 +266,7 @@ def train(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = [p for p in model.parameters() if p.requires_grad]
     perm_cache: dict = {}
+    val_rows = make_rows(val_ex, cfg)  # packed once, evaluated many times
     started = time.perf_counter()
     step = start_step
     last_loss = last_eval = None
@@ -349,7 +351,9 @@ def train(
             )
             is_last = step == plan.total_steps
             if val_ex and ((t.eval_every and step % t.eval_every == 0) or is_last):
-                last_eval = evaluate(loss_fn, val_ex, cfg, device, autocast)
+                last_eval = evaluate(
+                    loss_fn, val_ex, val_rows, t.batch_size, pad_id, device, autocast
+                )
                 yield Eval(step=step, eval_loss=last_eval)
             if (t.save_every and step % t.save_every == 0) or is_last:
                 yield save(step)
@@ -367,12 +371,6 @@ def train(
         yield Failed(
             message=f"training failed at step {step + 1}: {type(e).__name__}: {e}", step=step + 1
         )
-
-
-def _make_optimizer(model, cfg: RunConfig, device: str):
-    from studio.core.optim import make_optimizer
-
-    return make_optimizer(model.parameters(), cfg.train.lr, cfg.train.weight_decay, device)
 
 
 def _clip(params, max_norm: float) -> float:
