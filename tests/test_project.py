@@ -85,6 +85,24 @@ def test_failed_run_status(tmp_path):
     assert project.new_run_dir() != run
 
 
+def test_a_run_that_died_without_a_last_event_reads_as_failed(tmp_path):
+    import os
+    import time
+
+    project = create_project("p", tmp_path)
+    run = project.new_run_dir()
+    run.mkdir(parents=True)
+    RunConfig().save(run / "run.yaml")
+    events = run / "events.jsonl"
+    events.write_text(
+        '{"type": "start", "total_steps": 9}\n{"type": "step", "step": 4, "loss": 2.0}\n'
+    )
+    old = time.time() - 3600  # nothing written for an hour, no process on record
+    os.utime(events, (old, old))
+    [summary] = project.runs()
+    assert summary.status == "failed" and summary.step == 4 and summary.final_loss == 2.0
+
+
 def test_presets_are_valid_and_distinct():
     assert list(PRESETS) == ["Quick test", "Balanced", "Thorough"]
     cfgs = [apply_preset(RunConfig(), name) for name in PRESETS]

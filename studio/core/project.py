@@ -11,7 +11,6 @@ A run folder written by the CLI anywhere on disk opens too (`open_run`). No Qt h
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shlex
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from studio.core import paths
+from studio.core import paths, runs
 from studio.core.config import FLAGS, RunConfig
 from studio.core.errors import ConfigError, StudioError
 
@@ -195,30 +194,21 @@ def demo_project(parent: str | Path | None = None) -> Project:
 
 
 def read_run(folder: str | Path) -> RunSummary:
-    """Summarise a run folder from its events.jsonl (the last few events are enough)."""
+    """Summarise a run folder the way the Train page sees it (studio.core.runs): a run whose
+    process died without a last event reads as failed, not as running for ever."""
     folder = Path(folder)
-    run = RunSummary(folder=folder)
     events_file = folder / EVENTS_FILE
     probe = events_file if events_file.exists() else folder / RUN_FILE
-    run.modified = probe.stat().st_mtime if probe.exists() else 0.0
-    if not events_file.exists():
-        return run
-    for line in events_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a kill mid-write
-        kind = ev.get("type")
-        if kind == "start":
-            run.status, run.total_steps = "running", int(ev.get("total_steps") or 0)
-        elif kind == "step":
-            run.step, run.final_loss = int(ev.get("step") or 0), ev.get("loss")
-        elif kind == "done":
-            run.status = ev.get("status") or "completed"
-            run.final_loss = ev.get("final_loss", run.final_loss)
-        elif kind == "error":
-            run.status, run.message = "failed", str(ev.get("message") or "")
-    return run
+    state = runs.run_state(folder)
+    return RunSummary(
+        folder=folder,
+        status=state.status,
+        step=state.step,
+        total_steps=state.total_steps,
+        final_loss=state.final_loss,
+        message=state.message,
+        modified=probe.stat().st_mtime if probe.exists() else 0.0,
+    )
 
 
 def open_run(folder: str | Path) -> RunSummary:
