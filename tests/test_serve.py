@@ -287,3 +287,17 @@ def test_client_leaving_mid_stream_frees_the_model(chat_model):
             chat_model.stop_ids = saved
     assert status == 200 and reply["usage"]["completion_tokens"] <= 3
     assert time.monotonic() - start < 5
+
+
+def test_client_resetting_its_connection_prints_no_traceback(server, capfd):
+    import socket
+    import struct
+
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"GET /v1/mod")  # half a request, then a reset (RST, not a clean close)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    # The server carries on and the console stays clean.
+    assert raw(server, "GET", "/v1/models")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

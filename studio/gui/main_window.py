@@ -32,6 +32,17 @@ from studio.gui.state import AppState, probe_device
 PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export")
 
 
+def warm_up() -> tuple[str, int | None, bool]:
+    """Worker, after the first paint: import what later pages need, then probe the device.
+
+    The plotting stack (pyqtgraph, numpy) takes 0.6 s to import; done on first opening the
+    Train page, that froze the window for over a second. torch comes with the device probe.
+    """
+    import studio.gui.plots  # noqa: F401
+
+    return probe_device()
+
+
 class MainWindow(QMainWindow):
     def __init__(self, *, probe: bool = True, parent=None):
         super().__init__(parent)
@@ -213,7 +224,7 @@ class MainWindow(QMainWindow):
     # --- device -----------------------------------------------------------------------
 
     def _start_probe(self) -> None:
-        workers.run_task(self, probe_device, on_done=self._probed, on_error=self._probe_failed)
+        workers.run_task(self, warm_up, on_done=self._probed, on_error=self._probe_failed)
 
     def _probed(self, result) -> None:
         self.state.set_device(*result)

@@ -52,6 +52,14 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up (reset, broken pipe) is routine for a server: one log line,
+        # not a traceback on the console. Anything else is still reported in full.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.info("%s hung up", client_address[0])
+            return
+        super().handle_error(request, client_address)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6

@@ -44,6 +44,32 @@ def test_gui_and_main_window_do_not_import_torch(studio_home):
     assert out.stdout.split("\n")[0].strip() == "[] False"  # no torch, and no pyqtgraph either
 
 
+WARM_UP = """
+import sys
+from PySide6.QtWidgets import QApplication
+from studio.gui.main_window import MainWindow
+app = QApplication([])
+w = MainWindow(probe=True)
+w.show()
+while "detecting" in w.device_label.text():
+    app.processEvents()
+print("plots" if "studio.gui.plots" in sys.modules else "no plots", "train" if w.pages["Train"].isVisible() else "")
+from studio.gui import workers
+workers.wait_all()
+w.close()
+"""
+
+
+def test_plotting_stack_is_imported_in_the_background_before_the_train_page_opens(studio_home):
+    # Importing pyqtgraph on first opening the Train page froze the window for 0.6-1.2 s.
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_UP], capture_output=True, text=True,
+        env=_env(studio_home), timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0].strip() == "plots"
+
+
 def test_smoke_prints_first_paint_under_budget(studio_home):
     times = []
     for _ in range(2):  # one retry: the CI machine is shared
