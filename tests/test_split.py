@@ -49,12 +49,12 @@ def _jsonl(path, n, prefix="q"):
 
 def test_load_split_by_fraction(tmp_path):
     cfg = DataConfig(path=_jsonl(tmp_path / "t.jsonl", 50), val_split=0.1)
-    train, val = load_split(cfg, seed=7)
+    train, val, _ = load_split(cfg, seed=7)
     assert len(train.records) == 45 and len(val) == 5
     assert train.format == "alpaca"
-    train2, val2 = load_split(cfg, seed=7)
+    train2, val2, _ = load_split(cfg, seed=7)
     assert [r.line for r in val2] == [r.line for r in val]
-    none_train, none_val = load_split(DataConfig(path=cfg.path), seed=7)
+    none_train, none_val, _ = load_split(DataConfig(path=cfg.path), seed=7)
     assert len(none_train.records) == 50 and none_val == []
 
 
@@ -64,9 +64,22 @@ def test_load_split_by_second_file_ignores_the_fraction(tmp_path):
         eval_path=_jsonl(tmp_path / "v.jsonl", 3, prefix="v"),
         val_split=0.5,
     )
-    train, val = load_split(cfg, seed=0)
+    train, val, val_file = load_split(cfg, seed=0)
     assert len(train.records) == 10
     assert [r.messages[0]["content"] for r in val] == ["v0", "v1", "v2"]
+    assert val_file is not None and val_file.problems == []
+
+
+def test_load_split_keeps_the_validation_files_problems(tmp_path):
+    val_path = tmp_path / "v.jsonl"
+    val_path.write_text(
+        '{"instruction": "a", "output": "b"}\n{broken\n{"instruction": "c", "output": "d"}\n',
+        encoding="utf-8",
+    )
+    cfg = DataConfig(path=_jsonl(tmp_path / "t.jsonl", 4), eval_path=str(val_path))
+    _, val, val_file = load_split(cfg, seed=0)
+    assert len(val) == 2
+    assert [(p.line, p.message.split(":")[0]) for p in val_file.problems] == [(2, "malformed JSON")]
 
 
 def test_load_split_rejects_text_validation_for_chat_training(tmp_path):

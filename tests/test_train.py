@@ -310,3 +310,20 @@ def test_a_run_records_its_process(tiny_model, data, tmp_path):
     run_training(config(tiny_model, data, tmp_path / "p", max_steps=1))
     record = runs.read_process(tmp_path / "p")
     assert record["pid"] == os.getpid() and record["create_time"]
+
+
+def test_skipped_records_of_both_files_are_reported_in_the_run_log(tiny_model, tmp_path):
+    train_path = write_data(tmp_path / "train.jsonl")
+    with open(train_path, "a", encoding="utf-8") as f:
+        f.write('{"messages": [{"role": "user", "content": "no answer"}]}\n')  # line 25
+    val_path = write_data(tmp_path / "val.jsonl", n=4)
+    text = val_path.read_text(encoding="utf-8").splitlines()
+    text.insert(2, "{not json")  # line 3
+    val_path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    cfg = config(tiny_model, train_path, tmp_path / "run", max_steps=1)
+    cfg.data.eval_path = str(val_path)
+    warnings = [e.message for e in train(cfg) if e.type == "log" and e.level == "warning"]
+    assert len(warnings) == 2, warnings
+    assert "1 record(s) of the training file train.jsonl skipped: line 25:" in warnings[0]
+    assert "of the validation file val.jsonl skipped: line 3: malformed JSON" in warnings[1]
+    assert f"studio data inspect {val_path}" in warnings[1]

@@ -162,7 +162,7 @@ class Progress:
                 f"training: {event.total_steps} steps, {event.num_examples} examples, run folder {event.run_dir}"
             )
         elif kind == "log" and event.level != "error":
-            self._line(event.message)
+            self._line(("warning: " if event.level == "warning" else "") + event.message)
         elif kind == "step":
             width = 30
             filled = int(width * event.step / max(1, self.total))

@@ -145,11 +145,12 @@ def _prepare_data(cfg: RunConfig, tokenizer):
     from studio.core.data.templates import resolve_template
 
     try:
-        train_ds, val_records = load_split(cfg.data, cfg.train.seed)
+        split = load_split(cfg.data, cfg.train.seed)
     except DataError as e:
         if e.field:
             raise
         raise DataError(f"data.path: {e.message}", field="data.path") from None
+    train_ds, val_records = split.train, split.val
     needs_template = any(not r.is_text for r in train_ds.records + list(val_records))
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None
     args = dict(seq_len=cfg.train.seq_len, train_on=cfg.data.train_on, overlong=cfg.data.overlong)
@@ -165,7 +166,20 @@ def _prepare_data(cfg: RunConfig, tokenizer):
             "check the format and the sequence length",
             field="data.path",
         )
-    return train_ds, train_ex, val_ex, stats
+    return split, train_ex, val_ex, stats
+
+
+def _skipped_logs(split) -> Iterator[Log]:
+    """A warning per data file that had records skipped: how many, and the first few lines."""
+    from studio.core.data.records import first_problems
+
+    for ds, what in ((split.train, "training"), (split.val_file, "validation")):
+        if ds is not None and ds.problems:
+            yield Log(
+                f"{ds.skipped} record(s) of the {what} file {Path(ds.path).name} skipped: "
+                f"{first_problems(ds.problems)}; `studio data inspect {ds.path}` lists them all",
+                level="warning",
+            )
 
 
 def _check_seq_len(cfg: RunConfig, model_config: dict) -> None:
@@ -215,7 +229,8 @@ def train(
         )
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    train_ds, train_ex, val_ex, stats = _prepare_data(cfg, tokenizer)
+    split, train_ex, val_ex, stats = _prepare_data(cfg, tokenizer)
+    train_ds = split.train
     plan = make_plan(train_ex, cfg)
 
     if is_local(cfg.model.path):  # fail before the (slow) load when config.json tells already
@@ -256,6 +271,7 @@ def train(
         f"{len(train_ds.records)} records kept, {train_ds.skipped} skipped; {stats.summary(t.seq_len)}; "
         f"{len(plan.rows)} rows of up to {t.seq_len} tokens; {len(val_ex)} validation examples"
     )
+    yield from _skipped_logs(split)
     yield Log(
         f"trainable parameters: {trainable:,} of {total_params:,}; device {device}, dtype {loaded.dtype}"
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 from studio.core.config import FORMATS
 from studio.core.data.readers import BadRow, Progress, open_source, pause
-from studio.core.data.records import Dataset, Problem, Record
+from studio.core.data.records import Dataset, Problem, Record, first_problems
 from studio.core.errors import DataError
 
 FORMAT_NAMES = tuple(f for f in FORMATS if f != "auto")
@@ -516,9 +516,7 @@ def load_dataset(
 
 
 def _no_valid_record(name: str, fmt: str, problems: list[Problem]) -> str:
-    first = "; ".join(f"line {p.line}: {p.message}" for p in problems[:3])
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     expected = _EXPECTED.get(
         fmt, "JSON records in a known format (alpaca, sharegpt, messages or text)"
     )
-    return f"{name} has no valid record: {first}{more}; expected {expected}."
+    return f"{name} has no valid record: {first_problems(problems)}; expected {expected}."

@@ -36,6 +36,12 @@ class Problem:
         return {"line": self.line, "field": self.field, "message": self.message}
 
 
+def first_problems(problems: list[Problem], limit: int = 3) -> str:
+    """'line 4: malformed JSON ...; line 9: ... (and 12 more)' for a message or a log line."""
+    text = "; ".join(f"line {p.line}: {p.message}" for p in problems[:limit])
+    return text + (f" (and {len(problems) - limit} more)" if len(problems) > limit else "")
+
+
 @dataclass
 class Dataset:
     """The result of importing one file: every record is either kept or listed in problems."""

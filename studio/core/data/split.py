@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from studio.core.config import DataConfig
 from studio.core.data.formats import load_dataset
@@ -40,12 +41,19 @@ def split_records(
     return train, val
 
 
-def load_split(cfg: DataConfig, seed: int) -> tuple[Dataset, list[Record]]:
+class Split(NamedTuple):
+    train: Dataset
+    """The training records; its problems are those of the training file."""
+    val: list[Record]
+    val_file: Dataset | None
+    """The validation file as imported (with its own problems), when there is one."""
+
+
+def load_split(cfg: DataConfig, seed: int) -> Split:
     """Load the training file and its validation records.
 
     With `cfg.eval_path` the validation records come from that file (`val_split` is ignored);
-    otherwise `cfg.val_split` of the training records are held out. The returned Dataset holds
-    only the training records; its problems are those of the training file.
+    otherwise `cfg.val_split` of the training records are held out.
     """
     if not cfg.path:
         raise DataError("no training data file is set (data.path); choose a file to train on.")
@@ -57,8 +65,8 @@ def load_split(cfg: DataConfig, seed: int) -> tuple[Dataset, list[Record]]:
                 f"the validation file {val.path} is in the {val.format} format but the training "
                 f"file is {train.format}; both must be conversations or both plain text."
             )
-        return train, val.records
+        return Split(train, val.records, val)
     if cfg.val_split > 0:
         kept, held = split_records(train.records, cfg.val_split, seed)
-        return dataclasses.replace(train, records=kept), held
-    return train, []
+        return Split(dataclasses.replace(train, records=kept), held, None)
+    return Split(train, [], None)
