@@ -233,3 +233,64 @@ def test_quantized_loading_generates(tiny_model, quant):
     gen = model.chat(HELLO, GenerationSettings(temperature=0, max_new_tokens=6))
     list(gen)
     assert gen.completion_tokens == 6 or gen.finish_reason == "stop"
+
+
+def _answer(model, messages=HELLO):
+    with model.lock:
+        gen = model.chat(messages, GREEDY)
+        list(gen)
+    return gen.completion_ids
+
+
+def test_models_on_one_base_share_its_weights_and_answer_as_if_alone(tiny_model, tmp_path):
+    one = make_run(str(tiny_model), tmp_path / "one", scale=1.0)
+    two = make_run(str(tiny_model), tmp_path / "two", scale=-1.0)
+    alone = {
+        "base": _answer(load_chat_model(str(tiny_model))),
+        "one": _answer(load_chat_model(adapter=str(one))),
+        "two": _answer(load_chat_model(adapter=str(two))),
+    }
+    assert len({tuple(v) for v in alone.values()}) == 3  # three different answers
+
+    # Base first, then an adapter on it, then a second adapter: one copy of the weights.
+    base = load_chat_model(str(tiny_model))
+    tuned = load_chat_model(str(tiny_model), one, share_with=base)
+    other = load_chat_model(adapter=str(two), share_with=tuned)
+    assert base.shared is tuned.shared is other.shared and base.lock is other.lock
+    weights = {p.data_ptr() for m in (base, tuned, other) for n, p in m.model.named_parameters()
+               if "lora_" not in n}  # fmt: skip
+    assert len(weights) == len(
+        [n for n, _ in base.shared.net.named_parameters() if "lora_" not in n]
+    )
+    # Whatever the order of asking, each answers with its own adapter (or none).
+    for name, model in [("one", tuned), ("base", base), ("two", other), ("base", base),
+                        ("one", tuned), ("two", other)]:  # fmt: skip
+        assert _answer(model) == alone[name], name
+
+    # Closing one drops its adapter; the others carry on.
+    other.close()
+    assert len(tuned.shared.peft.peft_config) == 1
+    assert _answer(tuned) == alone["one"] and _answer(base) == alone["base"]
+
+    # Adapter first, then the base alone on it.
+    first = load_chat_model(adapter=str(one))
+    plain = load_chat_model(str(tiny_model), share_with=first)
+    assert plain.shared is first.shared
+    assert _answer(plain) == alone["base"] and _answer(first) == alone["one"]
+
+
+def test_no_sharing_across_different_settings_or_models(tiny_model, tiny_model_no_template):
+    base = load_chat_model(str(tiny_model))
+    assert load_chat_model(str(tiny_model), quant="8bit", share_with=base).shared is not base.shared
+    assert load_chat_model(str(tiny_model_no_template), share_with=base).shared is not base.shared
+
+
+def test_a_misfit_adapter_leaves_the_shared_base_untouched(tiny_model, run_dir, tmp_path):
+    from studio.core.tiny import build_model
+
+    other = build_model(tmp_path / "wide", hidden_size=96, heads=4, kv_heads=2)
+    base = load_chat_model(str(other))
+    before = _answer(base)
+    with pytest.raises(ModelError, match="does not fit this base model .its layer"):
+        load_chat_model(str(other), run_dir, share_with=base)
+    assert base.shared.peft is None and _answer(base) == before

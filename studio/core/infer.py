@@ -104,6 +104,79 @@ def _stop_ids(tokenizer, model, template: ChatTemplate) -> set[int]:
 
 
 @dataclass
+class SharedBase:
+    """One copy of a base model's weights serving several ChatModels (compare mode).
+
+    Adapters are loaded side by side into one PeftModel around the base; each ChatModel
+    names the adapter it answers with ("" for the bare base) and switches to it before
+    generating, under the shared lock. Two 7B models in compare mode then cost one base in
+    memory, not two.
+    """
+
+    key: tuple
+    """What makes two loads the same base: path, quantization, device, dtype, remote code."""
+    net: object
+    """The base model; adapters are injected into its layers in place."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    peft: object | None = None
+    """The PeftModel around `net`, once an adapter is loaded."""
+    active: str = ""
+    serial: int = 0
+
+    def add_adapter(self, folder: Path) -> str:
+        """Load the adapter in `folder` next to the others; returns its name."""
+        if not any(folder.glob("adapter_model.*")):
+            raise ModelError(
+                f"adapter: {folder} has no adapter weights (adapter_model.safetensors)",
+                field="adapter",
+            )
+        name = f"adapter-{self.serial}"
+        self.serial += 1
+        try:
+            if self.peft is None:
+                from peft import PeftModel
+
+                self.peft = PeftModel.from_pretrained(
+                    self.net, str(folder), adapter_name=name, is_trainable=False
+                )
+            else:
+                self.peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        except Exception as e:  # shapes or module names that do not match this base model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"adapter: {folder} does not fit this base model ({first}). "
+                "Was it trained on another model?",
+                field="adapter",
+            ) from None
+        self.active = name
+        self.peft.eval()
+        return name
+
+    def activate(self, name: str) -> None:
+        """Answer with adapter `name` ("" for the base alone); call under `lock`."""
+        if self.peft is None or name == self.active:
+            return
+        if name:
+            self.peft.base_model.enable_adapter_layers()
+            self.peft.set_adapter(name)
+        else:
+            self.peft.base_model.disable_adapter_layers()
+        self.active = name
+
+    def drop_adapter(self, name: str) -> None:
+        """Unload an adapter nobody answers with any more (the last one stays, disabled)."""
+        if self.peft is None or not name or len(self.peft.peft_config) < 2:
+            return
+        import warnings
+
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "adapter X was active which is now deleted"
+            if self.active == name:
+                self.activate("")
+            self.peft.delete_adapter(name)
+
+
+@dataclass
 class ChatModel:
     model: object
     tokenizer: object
@@ -116,8 +189,15 @@ class ChatModel:
     quant: str = "none"
     context_length: int | None = None
     stop_ids: set[int] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held by whoever generates, so one generation at a time runs on the model."""
+    shared: SharedBase | None = None
+    """The base weights, possibly shared with another ChatModel (see load_chat_model)."""
+    adapter_name: str = ""
+    """Which of the shared base's adapters this model answers with ("" for none)."""
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by whoever generates, so one generation at a time runs on the weights."""
+        return self.shared.lock
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The conversation rendered and tokenized exactly as training did."""
@@ -147,6 +227,7 @@ class ChatModel:
         return self._generation(ids, settings, cancel, [])
 
     def _generation(self, ids, settings, cancel, stops) -> Generation:
+        self.shared.activate(self.adapter_name)  # the caller holds self.lock
         return Generation(
             self.model,
             self.tokenizer,
@@ -159,7 +240,12 @@ class ChatModel:
         )
 
     def close(self) -> None:
-        """Drop the weights (and free GPU memory) now rather than at garbage collection."""
+        """Drop the weights (and free GPU memory) now rather than at garbage collection.
+
+        Weights shared with another ChatModel stay for that one; this one's adapter goes.
+        """
+        if self.shared is not None:
+            self.shared.drop_adapter(self.adapter_name)
         self.model = None
         try:
             import torch
@@ -194,12 +280,15 @@ def load_chat_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     progress: Progress | None = None,
+    share_with: ChatModel | None = None,
 ) -> ChatModel:
     """Load a model (and adapter) for chat; `progress(done, total)` is called per stage.
 
-    `template` overrides the chat template (chatml, alpaca, llama2 or auto).
+    `template` overrides the chat template (chatml, alpaca, llama2 or auto). With
+    `share_with` (another loaded ChatModel) on the same base model and settings, the base's
+    weights are not loaded again: both answer from one copy, each with its own adapter.
     """
-    from studio.core.models import context_length, load_model
+    from studio.core.models import context_length, is_local, load_model
 
     report = progress or (lambda done, total: None)
     report(0, 3)
@@ -215,14 +304,28 @@ def load_chat_model(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
-    loaded = load_model(cfg)
+    where = str(Path(base).expanduser().resolve()) if is_local(str(base)) else str(base)
+    key = (where, quant, device, dtype, trust_remote_code)
+    other = share_with.shared if share_with is not None and share_with.model is not None else None
+    if other is not None and other.key == key:
+        shared, tokenizer = other, share_with.tokenizer
+        base_path, device_name, quant_name = (
+            share_with.base_path,
+            share_with.device,
+            share_with.quant,
+        )
+    else:
+        loaded = load_model(cfg)
+        loaded.model.eval()
+        shared, tokenizer = SharedBase(key, loaded.model), loaded.tokenizer
+        base_path, device_name, quant_name = loaded.path, loaded.device, loaded.quant
     report(1, 3)
-    net = loaded.model
+    adapter_name = ""
     if info is not None:
-        net = _apply_adapter(net, info.folder)
-    net.eval()
+        _check_fit(shared.net, info.folder)
+        with shared.lock:
+            adapter_name = shared.add_adapter(info.folder)
     report(2, 3)
-    tokenizer = loaded.tokenizer
     tmpl = chat_template(tokenizer, template or (info.template if info else ""))
     if info is not None:
         name = info.folder.name
@@ -232,35 +335,53 @@ def load_chat_model(
                 f"{info.run_dir.name}/{info.folder.name}" if in_checkpoints else info.run_dir.name
             )
     else:
-        name = Path(loaded.path).name if Path(loaded.path).exists() else loaded.path
+        name = Path(base_path).name if Path(base_path).exists() else base_path
     chat = ChatModel(
-        model=net,
+        model=shared.peft if adapter_name else shared.net,
         tokenizer=tokenizer,
         template=tmpl,
         name=name,
-        base_path=loaded.path,
+        base_path=base_path,
         adapter_path=str(info.folder) if info else "",
-        device=loaded.device,
-        quant=loaded.quant,
-        context_length=context_length(loaded.model.config.to_dict()),
-        stop_ids=_stop_ids(tokenizer, loaded.model, tmpl),
+        device=device_name,
+        quant=quant_name,
+        context_length=context_length(shared.net.config.to_dict()),
+        stop_ids=_stop_ids(tokenizer, shared.net, tmpl),
+        shared=shared,
+        adapter_name=adapter_name,
     )
     report(3, 3)
     return chat
 
 
-def _apply_adapter(model, folder: Path):
-    from peft import PeftModel
+def _check_fit(net, folder: Path) -> None:
+    """Refuse an adapter whose layers are not in this model or have other sizes.
 
-    if not any(folder.glob("adapter_model.*")):
-        raise ModelError(
-            f"adapter: {folder} has no adapter weights (adapter_model.safetensors)", field="adapter"
-        )
+    Checked from the adapter file's header before anything is injected, so a misfit never
+    leaves half an adapter in weights that another chat model is using.
+    """
+    from safetensors import safe_open
+
+    path = folder / "adapter_model.safetensors"
+    if not path.is_file():
+        return  # a .bin adapter: peft itself reports a misfit
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    except Exception as e:  # shapes or module names that do not match this base model
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(
-            f"adapter: {folder} does not fit this base model ({first}). Was it trained on another model?",
-            field="adapter",
-        ) from None
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise ModelError(f"adapter: {path} cannot be read ({e})", field="adapter") from None
+    modules = dict(net.named_modules())
+    for k, shape in shapes.items():
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not k.endswith(part):
+                continue
+            name = k[: -len(part)].removeprefix("base_model.model.")
+            layer = modules.get(name)
+            size = getattr(layer, "in_features" if dim == 1 else "out_features", None)
+            if layer is None or (size is not None and size != shape[dim]):
+                why = "is not in this model" if layer is None else "has another size"
+                raise ModelError(
+                    f"adapter: {folder} does not fit this base model (its layer {name} {why}). "
+                    "Was it trained on another model?",
+                    field="adapter",
+                )

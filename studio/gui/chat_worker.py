@@ -42,12 +42,20 @@ class Job:
     """A studio.core.generation.GenerationSettings."""
 
 
-def load_model(choice: ModelChoice, progress=None):
-    """Load a ChatModel; `progress(done, total)` reports the loading stages."""
+def load_model(choice: ModelChoice, share_with=None, progress=None):
+    """Load a ChatModel; `progress(done, total)` reports the loading stages.
+
+    `share_with` is the other slot's ChatModel in compare mode: on the same base model the
+    two answer from one copy of its weights.
+    """
     from studio.core.infer import load_chat_model
 
     return load_chat_model(
-        choice.model, choice.adapter or None, quant=choice.quant, progress=progress
+        choice.model,
+        choice.adapter or None,
+        quant=choice.quant,
+        progress=progress,
+        share_with=share_with,
     )
 
 

@@ -130,6 +130,31 @@ def test_compare_mode_shows_two_answers(qtbot, page, tiny_model, tmp_path):
     )
     assert page.panes[1].title.text() == "tuned-run"
     assert all("tokens/s" in p.stats.text() for p in page.panes)
+    # One copy of the base model's weights serves both panes, and the base pane still
+    # answers exactly as the base model alone does.
+    assert page.models[0].shared is page.models[1].shared
+    alone = load_chat_model(str(tiny_model))
+    alone.stop_ids = set()
+    settings = GenerationSettings(temperature=0, max_new_tokens=24)
+    assert (
+        "".join(alone.chat([{"role": "user", "content": "Hello, how are you today?"}], settings))
+        == a
+    )
+
+
+def test_compare_send_loads_both_one_after_the_other_sharing_the_base(
+    qtbot, page, tiny_model, tmp_path
+):
+    run = make_run(tiny_model, tmp_path / "tuned-run")
+    page.compare_box.setChecked(True)
+    page.pickers[1].set_adapter(str(run / "adapter"))  # its base comes from run.yaml
+    loaded = []
+    page.model_loaded.connect(loaded.append)
+    say(qtbot, page, "Hi there")
+    assert loaded == [0, 1]
+    assert "one copy of the base weights" in page.pickers[1].status.text()
+    assert page.models[0].shared is page.models[1].shared
+    assert page.histories[0][-1]["role"] == page.histories[1][-1]["role"] == "assistant"
 
 
 def test_multi_turn_system_regenerate_copy_and_reset(qtbot, page):

@@ -330,6 +330,7 @@ class ChatPage(QWidget):
             self,
             chat_worker.load_model,
             choice,
+            self.models.get(1 - slot) if self.compare_box.isChecked() else None,
             on_done=lambda model, s=slot: self._loaded(s, model),
             on_error=lambda e, s=slot: self._load_failed(s, e),
             on_progress=lambda done, total, s=slot: self.pickers[s].show_loading(done, total),
@@ -341,12 +342,20 @@ class ChatPage(QWidget):
         self.models[slot] = model
         self.panes[slot].title.setText(model.name)
         where = f"{model.device}" + (f", {model.quant}" if model.quant != "none" else "")
+        other = self.models.get(1 - slot)
+        shared = " · one copy of the base weights for both sides" if (
+            other is not None and other.shared is model.shared
+        ) else ""  # fmt: skip
         self.pickers[slot].show_status(
-            f"Ready: {model.name} ({where}, template {model.template.name})"
+            f"Ready: {model.name} ({where}, template {model.template.name}){shared}"
         )
         self.model_loaded.emit(slot)
         self._update_buttons()
         if self.pending_send and not self.loading:
+            missing = [s for s in self.slots() if s not in self.models]
+            if missing:
+                self.load(missing[0])
+                return
             self.pending_send = False
             self._start(regenerate=False)
 
@@ -386,8 +395,8 @@ class ChatPage(QWidget):
         if missing:  # load first, then answer (see _loaded)
             self.pending_send = True
             self.pending_text = text
-            for slot in missing:
-                self.load(slot)
+            # One at a time: the second may then share the first's base model weights.
+            self.load(missing[0])
             return
         self._start(regenerate=False)
 
