@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,6 +231,23 @@ def quiet_library_noise() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+def _watch_stop_file(run_dir: str, cancel, ended: threading.Event) -> None:
+    """Cancel the run when the app asks for a stop through RUN/stop.request (every platform)."""
+    from studio.core import runs
+
+    # A request from before this process started is stale (the app clears those when it
+    # starts a run); the slack covers the process start time's coarse clock.
+    since = (runs.create_time(os.getpid()) or time.time()) - 2.0
+    while not ended.wait(0.25):
+        if runs.stop_requested(run_dir, since):
+            if not cancel.cancelled:
+                print("\nstop requested: stopping after this step (saving the adapter)...",
+                      file=sys.stderr)  # fmt: skip
+                cancel.cancel()
+            break
+    runs.clear_stop(run_dir)
+
+
 def run(args) -> int:
     from studio.core.train import CancelToken, run_training
 
@@ -247,9 +266,16 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    if hasattr(signal, "SIGBREAK"):  # Windows: what a graceful stop from the app sends
+    if hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, on_signal)
-    last = run_training(cfg, resume=args.resume, cancel=cancel, on_event=Progress(quiet=args.quiet))
+    ended = threading.Event()
+    threading.Thread(target=_watch_stop_file, args=(cfg.output, cancel, ended), daemon=True).start()
+    try:
+        last = run_training(
+            cfg, resume=args.resume, cancel=cancel, on_event=Progress(quiet=args.quiet)
+        )
+    finally:
+        ended.set()
     if last is None or last.type == "error":
         return 1
     if last.type == "done" and last.status == "stopped":

@@ -27,6 +27,8 @@ from studio.core.checkpoint import CKPT_PREFIX, list_checkpoints, read_state
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 PROCESS_FILE = "process.json"
+STOP_FILE = "stop.request"
+"""Written by whoever asks a running `studio train` to stop; the run watches for it."""
 SET_ASIDE = "checkpoints-set-aside"
 STEP_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s")
 """The columns of a block of step events, as the GUI's worker sends them to the plots."""
@@ -187,6 +189,35 @@ def signal_process(pid: int, sig: int) -> None:
 
 def stop_signal() -> int:
     return getattr(signal, "SIGTERM", signal.SIGINT)
+
+
+def request_stop(run_dir: str | Path) -> None:
+    """Ask the run's training process to stop after its current step (it saves first).
+
+    A file rather than a signal: on Windows a process started without a console cannot be
+    sent a console event, and TerminateProcess would lose the step in progress. The process
+    honours only a request made after it started, so a stale file never stops a resumed run.
+    """
+    path = Path(run_dir) / STOP_FILE
+    tmp = path.with_name(STOP_FILE + ".tmp")
+    tmp.write_text(json.dumps({"at": time.time()}), encoding="utf-8")
+    tmp.replace(path)
+
+
+def stop_requested(run_dir: str | Path, since: float) -> bool:
+    """A stop was requested for this run at `since` (a process's start time) or later."""
+    try:
+        data = json.loads((Path(run_dir) / STOP_FILE).read_text(encoding="utf-8"))
+        return float(data["at"]) >= since
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def clear_stop(run_dir: str | Path) -> None:
+    try:
+        (Path(run_dir) / STOP_FILE).unlink()
+    except OSError:
+        pass
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ def resume_command(run_dir: str | Path) -> list[str]:
     return [sys.executable, "-m", "studio", "train", "--resume", "--output", str(run_dir)]
 
 
+STOP_BY_FILE = os.name == "nt"
+"""How a stop is asked for: the run's stop file on Windows, SIGTERM elsewhere."""
+
+
 @dataclass
 class LaunchedRun:
     run_dir: Path
@@ -60,9 +64,16 @@ class LaunchedRun:
         return runs.pid_alive(self.pid, info.get("create_time"))
 
     def terminate(self) -> None:
-        """Ask the run to stop: it saves a checkpoint and its adapter, then exits (130)."""
+        """Ask the run to stop: it saves a checkpoint and its adapter, then exits (130).
+
+        POSIX: SIGTERM. Windows: the run's stop file (a child started without a console
+        cannot get a console event, and TerminateProcess would not let it save).
+        """
         if self.alive():
-            runs.signal_process(self.pid, runs.stop_signal())
+            if STOP_BY_FILE:
+                runs.request_stop(self.run_dir)
+            else:
+                runs.signal_process(self.pid, runs.stop_signal())
 
     def kill(self) -> None:
         if self.alive():
@@ -72,7 +83,7 @@ class LaunchedRun:
         """Ask the run to stop, then kill it after timeout (blocks: not for the GUI thread)."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.terminate()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -91,7 +102,11 @@ def write_run(cfg: RunConfig, run_dir: str | Path) -> Path:
 
 def _start(command: list[str], run_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    extra = {"start_new_session": True} if os.name == "posix" else {}
+    if os.name == "posix":
+        extra = {"start_new_session": True}
+    else:  # no console window for the child; stopping goes through the stop file
+        extra = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    runs.clear_stop(run_dir)  # a request left from an earlier process is not for this one
     with open(run_dir / runs.LOG_FILE, "ab") as log:
         process = subprocess.Popen(
             command,

@@ -220,6 +220,36 @@ def test_train_stop_and_resume_through_the_page(window, page, qtbot, tiny_model,
     assert "events.jsonl" not in page.status.text()
 
 
+def test_stop_through_the_stop_file_as_on_windows(
+    window, page, qtbot, tiny_model, tmp_path, project, monkeypatch
+):
+    # Windows has no SIGTERM to give a console-less child: Stop writes RUN/stop.request.
+    monkeypatch.setattr("studio.gui.run_launcher.STOP_BY_FILE", True)
+    sent = []
+    monkeypatch.setattr(runs, "signal_process", lambda pid, sig: sent.append(sig))
+    data = write_data(tmp_path / "data.jsonl")
+    window.state.set_project(project)
+    run_dir = project.runs_dir / "by-file"
+    page.start_run(tiny_config(tiny_model, data, max_steps=200), run_dir)
+    qtbot.waitUntil(lambda: page.plots.point_count() >= 2, timeout=90000)
+    page.stop_button.click()
+    state = wait_ended(qtbot, page)
+    assert sent == []  # no signal was needed
+    assert state.status == "stopped" and state.returncode == 130
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    assert not (run_dir / runs.STOP_FILE).exists()  # the run clears the request
+
+
+def test_a_stale_stop_request_is_not_for_a_later_process(tmp_path):
+    import time
+
+    runs.request_stop(tmp_path)
+    assert runs.stop_requested(tmp_path, since=0)
+    assert not runs.stop_requested(tmp_path, since=time.time() + 60)
+    runs.clear_stop(tmp_path)
+    assert not runs.stop_requested(tmp_path, since=0)
+
+
 @pytest.mark.slow
 def test_a_killed_run_shows_failed_with_its_log(window, page, qtbot, tiny_model, tmp_path, project):
     data = write_data(tmp_path / "data.jsonl")
