@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,44 +174,37 @@ def pause() -> None:
 
 def _jsonl_stream(p: Path, encoding: str, total: int, progress: Progress | None) -> Iterator[Row]:
     """Stream a JSONL file line by line: memory stays at one line plus the parsed rows."""
-    loads = json.loads
-    line_no = 0
     # newline="\n": split on LF only (CRLF keeps its CR, which JSON treats as whitespace);
     # U+2028 and friends inside strings must not split a record.
     with open(p, encoding=encoding, newline="\n") as f:
         buffer = f.buffer
+        tick = None if progress is None else (lambda: progress(buffer.tell(), total))
         try:
-            for line in f:
-                line_no += 1
-                if progress is not None and not line_no & 8191:
-                    progress(buffer.tell(), total)
-                try:
-                    value = loads(line)
-                except ValueError as e:
-                    # Checking blankness only after a failure keeps the common path free of it.
-                    if line.isspace() or not line:
-                        continue
-                    yield line_no, _bad_json(e), _clip(line.rstrip("\r\n"))
-                    continue
-                yield line_no, value, line
+            yield from _jsonl_rows(f, tick)
         except UnicodeDecodeError:
             # The stream decodes in chunks, so its error position is vague; decoding the whole
             # file again (only on this failure path) finds the exact line.
             _read_text(p, encoding)
-            raise DataError(_not_utf8(p.name, 0, line_no + 1)) from None
+            raise DataError(
+                f"{p.name} is not UTF-8 text; save it as UTF-8 and try again."
+            ) from None
     if progress is not None:
         progress(total, total)
 
 
-def _jsonl_lines(text: str) -> Iterator[Row]:
+def _jsonl_rows(lines: Iterable[str], tick: Callable[[], None] | None = None) -> Iterator[Row]:
+    """One row per line (blank lines skipped); `tick()` every 8,192 lines reports progress."""
     loads = json.loads
-    for line_no, line in enumerate(text.split("\n"), 1):
+    for line_no, line in enumerate(lines, 1):
+        if tick is not None and not line_no & 8191:
+            tick()
         try:
             value = loads(line)
         except ValueError as e:
+            # Checking blankness only after a failure keeps the common path free of it.
             if line.isspace() or not line:
                 continue
-            yield line_no, _bad_json(e), _clip(line.rstrip("\r"))
+            yield line_no, _bad_json(e), _clip(line.rstrip("\r\n"))
             continue
         yield line_no, value, line
 
@@ -231,10 +224,10 @@ def _json(p: Path, encoding: str, total: int, progress: Progress | None) -> Sour
     elif first == "{":
         rows = _parse_object_file(p.name, text, pos)
         if rows is None:  # more than one value: JSON Lines saved as .json
-            return Source("jsonl", _done(_jsonl_lines(text), total, progress))
+            return Source("jsonl", _done(_jsonl_rows(text.split("\n")), total, progress))
     else:
         # Not a JSON document; reading it as JSON Lines reports each bad line with its number.
-        return Source("jsonl", _done(_jsonl_lines(text), total, progress))
+        return Source("jsonl", _done(_jsonl_rows(text.split("\n")), total, progress))
     return Source("json", _done(iter(rows), total, progress))
 
 
