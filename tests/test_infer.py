@@ -269,8 +269,20 @@ def test_models_on_one_base_share_its_weights_and_answer_as_if_alone(tiny_model,
 
     # Closing one drops its adapter; the others carry on.
     other.close()
-    assert len(tuned.shared.peft.peft_config) == 1
+    assert list(tuned.shared.peft.peft_config) == [tuned.adapter_name]
     assert _answer(tuned) == alone["one"] and _answer(base) == alone["base"]
+
+    # A newly loaded adapter answers with itself first, whatever answered before it (peft
+    # loads an adapter without switching to it): after the base, after another adapter.
+    tuned2 = load_chat_model(adapter=str(two), share_with=base)
+    assert _answer(tuned2) == alone["two"]
+    assert _answer(base) == alone["base"]
+    tuned.close()
+    again = load_chat_model(adapter=str(one), share_with=base)
+    assert _answer(again) == alone["one"] and _answer(tuned2) == alone["two"]
+    assert set(base.shared.peft.peft_config) == {again.adapter_name, tuned2.adapter_name}
+    again.close(), tuned2.close()
+    assert len(base.shared.peft.peft_config) == 0 and _answer(base) == alone["base"]
 
     # Adapter first, then the base alone on it.
     first = load_chat_model(adapter=str(one))

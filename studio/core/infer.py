@@ -120,7 +120,8 @@ class SharedBase:
     lock: threading.Lock = field(default_factory=threading.Lock)
     peft: object | None = None
     """The PeftModel around `net`, once an adapter is loaded."""
-    active: str = ""
+    active: str | None = ""
+    """The adapter the weights answer with now ("" for none; None when not known)."""
     serial: int = 0
 
     def add_adapter(self, folder: Path) -> str:
@@ -132,6 +133,9 @@ class SharedBase:
             )
         name = f"adapter-{self.serial}"
         self.serial += 1
+        # peft's load_adapter neither switches to the new adapter nor turns disabled layers
+        # back on: whatever was active before, the next activate() must set it all again.
+        self.active = None
         try:
             if self.peft is None:
                 from peft import PeftModel
@@ -148,7 +152,6 @@ class SharedBase:
                 "Was it trained on another model?",
                 field="adapter",
             ) from None
-        self.active = name
         self.peft.eval()
         return name
 
@@ -164,8 +167,8 @@ class SharedBase:
         self.active = name
 
     def drop_adapter(self, name: str) -> None:
-        """Unload an adapter nobody answers with any more (the last one stays, disabled)."""
-        if self.peft is None or not name or len(self.peft.peft_config) < 2:
+        """Unload an adapter nobody answers with any more."""
+        if self.peft is None or name not in self.peft.peft_config:
             return
         import warnings
 
