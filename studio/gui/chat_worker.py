@@ -67,8 +67,9 @@ def generate_answers(jobs: list[Job], cancel, progress) -> None:
     token, keeps what was written, and skips the jobs not started yet.
     """
     for job in jobs:
-        if cancel.cancelled:
-            break
+        if cancel.cancelled:  # stopped before this side began: an empty, stopped answer
+            progress(job.slot, ("done", dict(SKIPPED)))
+            continue
         with job.model.lock:
             gen = job.model.chat(job.messages, job.settings, cancel)
             buffer, sent = "", time.monotonic()
@@ -80,6 +81,15 @@ def generate_answers(jobs: list[Job], cancel, progress) -> None:
             if buffer:
                 progress(job.slot, ("text", buffer))
         progress(job.slot, ("done", stats(gen)))
+
+
+SKIPPED = {
+    "text": "",
+    "tokens": 0,
+    "tokens_per_s": 0.0,
+    "ttft_s": 0.0,
+    "finish_reason": "cancelled",
+}
 
 
 def stats(gen) -> dict:
@@ -94,6 +104,8 @@ def stats(gen) -> dict:
 
 def describe(stats: dict) -> str:
     """The line under an answer: tokens, speed, first-token time, and why it ended."""
+    if not stats["tokens"] and stats["finish_reason"] == "cancelled":
+        return "Stopped before answering."
     why = {"length": " · hit the token limit", "cancelled": " · stopped"}.get(
         stats["finish_reason"], ""
     )

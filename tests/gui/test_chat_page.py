@@ -213,3 +213,46 @@ def test_chat_page_does_not_import_torch():
     code = "import sys, studio.gui.pages.chat; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_stop_in_compare_mode_settles_both_sides(qtbot, page, tiny_model):
+    load(qtbot, page, 0)
+    say(qtbot, page, "Hello there")  # one turn on A alone
+    page.compare_box.setChecked(True)
+    # B carries on from A's conversation.
+    assert page.histories[1] == page.histories[0] and len(page.histories[1]) == 2
+    page.pickers[1].model_edit.setText(str(tiny_model))
+    with qtbot.waitSignal(page.model_loaded, timeout=60000):
+        page.pickers[1].load_button.click()
+        # One load at a time: both Load buttons wait while one side loads.
+        assert not page.pickers[0].load_button.isEnabled()
+    page.models[0].stop_ids = set()
+    page.max_tokens.setValue(32768)
+    page.temperature.setValue(1.0)
+    first = []
+    real = page.panes[0].append
+    page.panes[0].append = lambda text: (first.append(text), real(text))
+    page.input.setPlainText("Tell me a long story.")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: bool(first), timeout=30000)
+    with qtbot.waitSignal(page.generation_finished, timeout=5000):
+        page.stop_button.click()
+    # A keeps what it wrote; B, never started, is settled too: not stuck on "Generating…".
+    assert page.histories[0][-1]["role"] == "assistant" and page.histories[0][-1]["content"]
+    assert page.histories[1][-1] == {"role": "assistant", "content": ""}
+    assert page.panes[1].stats.text() == "Stopped before answering."
+    roles = [m["role"] for m in page.histories[1]]
+    assert roles == ["user", "assistant", "user", "assistant"]  # turns still alternate
+
+
+def test_message_comes_back_when_the_second_side_cannot_load(qtbot, page, tiny_model):
+    page.compare_box.setChecked(True)
+    page.pickers[1].model_edit.setText(str(tiny_model))
+    page.input.setPlainText("Hi both")
+    with qtbot.waitSignal(page.model_loaded, timeout=60000):
+        page.send_button.click()
+        page.pickers[1].model_edit.setText("")  # changed its mind while A loads
+    qtbot.waitUntil(lambda: page.send_button.isEnabled(), timeout=5000)
+    assert page.input.toPlainText() == "Hi both"
+    assert page.histories[0] == [] and page.histories[1] == []
+    assert "Choose a base model" in page.pickers[1].status.text()

@@ -313,15 +313,16 @@ class ChatPage(QWidget):
             if not p.model_edit.text() and cfg.model.path:
                 p.model_edit.setText(cfg.model.path)
 
-    def load(self, slot: int) -> None:
-        if slot in self.loading or self.is_generating():
-            return
+    def load(self, slot: int) -> bool:
+        """Start loading the slot's chosen model; False when that cannot start now."""
+        if self.loading or self.is_generating():
+            return False
         choice = self.pickers[slot].choice()
         if not choice.model and not choice.adapter:
             self.pickers[slot].show_status(
                 "Choose a base model (or a run's adapter) first.", error=True
             )
-            return
+            return False
         old = self.models.pop(slot, None)
         if old is not None:
             old.close()
@@ -336,6 +337,7 @@ class ChatPage(QWidget):
             on_progress=lambda done, total, s=slot: self.pickers[s].show_loading(done, total),
         )
         self._update_buttons()
+        return True
 
     def _loaded(self, slot: int, model) -> None:
         self.loading.pop(slot, None)
@@ -354,22 +356,29 @@ class ChatPage(QWidget):
         if self.pending_send and not self.loading:
             missing = [s for s in self.slots() if s not in self.models]
             if missing:
-                self.load(missing[0])
+                if not self.load(missing[0]):
+                    self._give_back_message()
+                    self._update_buttons()
                 return
             self.pending_send = False
             self._start(regenerate=False)
 
     def _load_failed(self, slot: int, error) -> None:
         self.loading.pop(slot, None)
-        if self.pending_send:  # take the unanswered message back into the input box
-            self.pending_send = False
-            for s in self.slots():
-                if self.histories[s] and self.histories[s][-1]["role"] == "user":
-                    self.histories[s].pop()
-                    self.panes[s].render(self.histories[s])
-            self.input.setPlainText(self.pending_text)
+        self._give_back_message()
         self.pickers[slot].show_status(f"Could not load: {error}", error=True)
         self._update_buttons()
+
+    def _give_back_message(self) -> None:
+        """A message waiting for a model that did not load goes back into the input box."""
+        if not self.pending_send:
+            return
+        self.pending_send = False
+        for s in self.slots():
+            if self.histories[s] and self.histories[s][-1]["role"] == "user":
+                self.histories[s].pop()
+                self.panes[s].render(self.histories[s])
+        self.input.setPlainText(self.pending_text)
 
     # --- conversation ---------------------------------------------------------------------
 
@@ -491,9 +500,9 @@ class ChatPage(QWidget):
     def _compare_toggled(self, on: bool) -> None:
         self.pickers[1].setVisible(on)
         self.panes[1].setVisible(on)
-        if on:  # the second pane starts from the same user turns, without answers
-            self.histories[1] = []
-            self.panes[1].render([])
+        if on:  # the second side carries on from the same conversation as the first
+            self.histories[1] = [dict(m) for m in self.histories[0]]
+            self.panes[1].render(self.histories[1])
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -506,9 +515,11 @@ class ChatPage(QWidget):
             and all(self.histories[s] for s in self.slots())
         )
         self.reset_button.setEnabled(not busy)
-        self.compare_box.setEnabled(not busy)
-        for slot, p in enumerate(self.pickers):
-            p.load_button.setEnabled(not busy and slot not in self.loading)
+        self.compare_box.setEnabled(not busy and not self.pending_send and not self.loading)
+        # One load at a time: the second then shares the first's base model, and closing a
+        # model never waits on the other side's load.
+        for p in self.pickers:
+            p.load_button.setEnabled(not busy and not self.loading)
 
     def showEvent(self, event) -> None:
         self.refresh_runs()  # runs may have finished since the page was last shown
