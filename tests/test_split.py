@@ -85,8 +85,20 @@ def test_load_split_keeps_the_validation_files_problems(tmp_path):
 def test_load_split_rejects_text_validation_for_chat_training(tmp_path):
     (tmp_path / "v.txt").write_text("a paragraph\n", encoding="utf-8")
     cfg = DataConfig(path=_jsonl(tmp_path / "t.jsonl", 3), eval_path=str(tmp_path / "v.txt"))
-    with pytest.raises(DataError, match="both must be"):
+    with pytest.raises(DataError, match="data.eval_path: .*both must be") as e:
         load_split(cfg, seed=0)
+    assert e.value.field == "data.eval_path"
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_bad_validation_file_is_named_as_such(tmp_path, content):
+    val = tmp_path / "v.jsonl"
+    if content is not None:
+        val.write_text(content, encoding="utf-8")
+    cfg = DataConfig(path=_jsonl(tmp_path / "t.jsonl", 3), eval_path=str(val))
+    with pytest.raises(DataError, match="^data.eval_path: .*v.jsonl") as e:
+        load_split(cfg, seed=0)
+    assert e.value.field == "data.eval_path"  # not blamed on the training file
 
 
 def test_load_split_without_a_path():

@@ -59,11 +59,16 @@ def load_split(cfg: DataConfig, seed: int) -> Split:
         raise DataError("no training data file is set (data.path); choose a file to train on.")
     train = load_dataset(cfg.path, cfg.format, cfg.columns)
     if cfg.eval_path:
-        val = load_dataset(cfg.eval_path, cfg.format, cfg.columns)
+        try:
+            val = load_dataset(cfg.eval_path, cfg.format, cfg.columns)
+        except DataError as e:
+            raise DataError(f"data.eval_path: {e.message}", field="data.eval_path") from None
         if (train.format == "text") != (val.format == "text"):
             raise DataError(
-                f"the validation file {val.path} is in the {val.format} format but the training "
-                f"file is {train.format}; both must be conversations or both plain text."
+                f"data.eval_path: the validation file {val.path} is in the {val.format} format "
+                f"but the training file is {train.format}; both must be conversations or both "
+                "plain text.",
+                field="data.eval_path",
             )
         return Split(train, val.records, val)
     if cfg.val_split > 0:
