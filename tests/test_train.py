@@ -327,3 +327,21 @@ def test_skipped_records_of_both_files_are_reported_in_the_run_log(tiny_model, t
     assert "1 record(s) of the training file train.jsonl skipped: line 25:" in warnings[0]
     assert "of the validation file val.jsonl skipped: line 3: malformed JSON" in warnings[1]
     assert f"studio data inspect {val_path}" in warnings[1]
+
+
+def test_checkpoints_are_automatic_by_default(tiny_model, data, tmp_path, monkeypatch):
+    from studio.core import train as train_module
+
+    assert train_module.auto_save_every(1000) == 100 and train_module.auto_save_every(5) == 1
+    cfg = config(tiny_model, data, tmp_path / "auto", max_steps=20)
+    assert cfg.train.save_every == 0  # the default
+    saved = [e.step for e in train(cfg) if e.type == "checkpoint"]
+    assert saved == list(range(2, 21, 2))  # about ten a run: a kill never costs it all
+    # Automatic saving also bounds the time between checkpoints.
+    monkeypatch.setattr(train_module, "AUTO_SAVE_SECONDS", 0.0)
+    cfg = config(tiny_model, data, tmp_path / "timed", max_steps=5)
+    monkeypatch.setattr(train_module, "auto_save_every", lambda total: 1000)
+    assert [e.step for e in train(cfg) if e.type == "checkpoint"] == [1, 2, 3, 4, 5]
+    # An explicit interval is exact.
+    cfg = config(tiny_model, data, tmp_path / "every3", max_steps=7, save_every=3)
+    assert [e.step for e in train(cfg) if e.type == "checkpoint"] == [3, 6, 7]

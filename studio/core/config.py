@@ -190,7 +190,8 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every N steps (0: only at the end, when there is validation data)."""
     save_every: int = 0
-    """Write a checkpoint every N steps (0: none until the end)."""
+    """Write a checkpoint every N steps (0: automatic, about ten a run and at least one every
+    30 minutes, so a crash or a kill never costs the whole run)."""
     keep_checkpoints: int = 3
     """Keep the last K checkpoints."""
     seed: int = 42

@@ -287,6 +287,15 @@ def train(
     step = start_step
     last_loss = last_eval = None
 
+    every = t.save_every or auto_save_every(plan.total_steps)
+    last_save = time.perf_counter()
+
+    def checkpoint_due(at_step: int, now: float) -> bool:
+        if at_step % every == 0:
+            return True
+        # Automatic saving also bounds the time at risk on long runs.
+        return not t.save_every and now - last_save >= AUTO_SAVE_SECONDS
+
     def save(at_step: int):
         state = {
             "epoch": at_step * t.grad_accum / plan.micro_per_epoch,
@@ -371,8 +380,9 @@ def train(
                     loss_fn, val_ex, val_rows, t.batch_size, pad_id, device, autocast
                 )
                 yield Eval(step=step, eval_loss=last_eval)
-            if (t.save_every and step % t.save_every == 0) or is_last:
+            if is_last or checkpoint_due(step, now):
                 yield save(step)
+                last_save = time.perf_counter()
         adapter = _save_adapter(model, tokenizer, run_dir)
         yield Done(step=step, adapter=str(adapter), final_loss=last_loss, eval_loss=last_eval)
     except torch.OutOfMemoryError:
@@ -387,6 +397,15 @@ def train(
         yield Failed(
             message=f"training failed at step {step + 1}: {type(e).__name__}: {e}", step=step + 1
         )
+
+
+AUTO_SAVE_CHECKPOINTS = 10
+AUTO_SAVE_SECONDS = 30 * 60
+
+
+def auto_save_every(total_steps: int) -> int:
+    """With save_every 0: the step interval for about ten checkpoints over the run."""
+    return max(1, math.ceil(total_steps / AUTO_SAVE_CHECKPOINTS))
 
 
 def _clip(params, max_norm: float) -> float:
