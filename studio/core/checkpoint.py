@@ -32,9 +32,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def recover_folder(final: Path) -> None:
+    """Finish a replacement that a kill cut between its two renames (see atomic_folder).
+
+    Replacing moves `final` aside to `.old-NAME`, then the complete `.tmp-NAME` into place.
+    A kill between the two leaves no `final`: the new folder (already whole) is moved in,
+    or failing that the old one is moved back.
+    """
+    final = Path(final)
+    old = final.parent / f".old-{final.name}"
+    if final.exists() or not old.exists():
+        return
+    tmp = final.parent / f".tmp-{final.name}"
+    os.rename(tmp if tmp.exists() else old, final)
+
+
 def atomic_folder(final: Path, write) -> Path:
     """Call write(tmp_dir), then rename tmp_dir to `final` (replacing an older one)."""
     final = Path(final)
+    recover_folder(final)
     tmp = final.parent / f".tmp-{final.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -82,6 +98,8 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
+    for old in d.glob(f".old-{CKPT_PREFIX}*"):
+        recover_folder(d / old.name.removeprefix(".old-"))
     found = [
         p for p in d.iterdir() if p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()
     ]

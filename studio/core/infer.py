@@ -41,7 +41,11 @@ class AdapterInfo:
 
 def find_adapter(path: str | Path) -> AdapterInfo:
     """Locate the adapter weights and the run folder for a run, adapter or checkpoint path."""
+    from studio.core.checkpoint import recover_folder
+
     p = Path(path).expanduser().resolve()
+    recover_folder(p / "adapter")  # a run killed while replacing its final adapter
+    recover_folder(p)
     if not p.exists():
         raise ModelError(f"adapter: no such folder: {p}", field="adapter")
     if (

@@ -117,11 +117,14 @@ def describe(stats: dict) -> str:
 
 def run_adapters(runs_dir: Path | None) -> list[tuple[str, str]]:
     """(label, folder) for each run's final adapter and its checkpoints, newest run first."""
+    from studio.core.checkpoint import recover_folder
+
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
     out = []
     folders = [p for p in Path(runs_dir).iterdir() if (p / "run.yaml").is_file()]
     for run in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
+        recover_folder(run / "adapter")  # a run killed while replacing its final adapter
         if (run / "adapter" / "adapter_config.json").is_file():
             out.append((f"{run.name} (final adapter)", str(run / "adapter")))
         ckpts = (
