@@ -395,6 +395,13 @@ def _resolve_columns(
             )
         elif role in wanted:
             mapping[role] = col
+    if not tabular and fmt == "alpaca":
+        # JSON rows need not share their keys: the first rows may lack the optional ones that
+        # later rows carry. Reading the standard names costs nothing when they are absent, and
+        # guessing them from a sample would silently drop a later row's context or system prompt.
+        for role in ("input", "system"):
+            if role not in mapping and role not in (columns or {}) and role not in mapping.values():
+                mapping[role] = role
     for role in required:
         if role not in mapping:
             if tabular:
@@ -502,8 +509,13 @@ def load_dataset(
     if not records:
         raise DataError(_no_valid_record(name, fmt, problems))
     shown_columns = mapping
-    if source.columns is None and mapping is not None and not columns:
-        if all(role == col for role, col in mapping.items()):
+    if source.columns is None and mapping is not None:
+        # The standard optional names read by default are not worth showing when no row had them.
+        shown_columns = {
+            r: c for r, c in mapping.items() if c in available or r not in ("input", "system")
+        }
+    if source.columns is None and shown_columns is not None and not columns:
+        if all(role == col for role, col in shown_columns.items()):
             shown_columns = None  # plain JSON with the standard names: nothing was mapped
     return Dataset(
         path=str(path),

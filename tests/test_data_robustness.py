@@ -1,0 +1,76 @@
+"""A bad or unusual record never costs its neighbours: optional fields that first appear late,
+broken quotes in CSV, broken wrapper files, and records the model's chat template rejects."""
+
+from __future__ import annotations
+
+import json
+
+from studio.core.data.formats import load_dataset
+
+
+def _write(path, text: str):
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+# ---------------------------------------------------------------- alpaca optional fields
+
+
+def _late_optional_fields(n: int = 60) -> list[dict]:
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(n)]
+    rows.append(
+        {
+            "instruction": "q",
+            "input": "IMPORTANT CONTEXT",
+            "system": "SYS",
+            "history": [["earlier question", "earlier answer"]],
+            "output": "a",
+        }
+    )
+    return rows
+
+
+def test_alpaca_jsonl_optional_fields_first_seen_after_the_sample_are_kept(tmp_path):
+    rows = _late_optional_fields()
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_dataset(path)
+    assert ds.format == "alpaca" and ds.problems == [] and ds.kept == 61
+    assert ds.columns is None  # standard names: nothing to show as a mapping
+    assert ds.records[-1].line == 61
+    assert ds.records[-1].messages == [
+        {"role": "system", "content": "SYS"},
+        {"role": "user", "content": "earlier question"},
+        {"role": "assistant", "content": "earlier answer"},
+        {"role": "user", "content": "q\n\nIMPORTANT CONTEXT"},
+        {"role": "assistant", "content": "a"},
+    ]
+
+
+def test_alpaca_json_array_late_bad_optional_field_is_reported_not_dropped(tmp_path):
+    rows = _late_optional_fields()
+    rows[-1]["input"] = 42  # a late row's optional field of the wrong type: reported, not ignored
+    path = _write(tmp_path / "d.json", json.dumps(rows, indent=1))
+    ds = load_dataset(path)
+    assert ds.kept == 60
+    (problem,) = ds.problems
+    assert problem.field == "input" and "must be a string" in problem.message
+
+
+def test_alpaca_guessed_columns_still_read_late_standard_optional_fields(tmp_path):
+    rows = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(55)]
+    rows.append({"prompt": "q", "input": "CTX", "system": "SYS", "response": "a"})
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_dataset(path)
+    assert ds.columns == {"instruction": "prompt", "output": "response"}
+    assert ds.records[-1].messages[0] == {"role": "system", "content": "SYS"}
+    assert ds.records[-1].messages[1] == {"role": "user", "content": "q\n\nCTX"}
+
+
+def test_alpaca_input_output_pairs_do_not_read_input_twice(tmp_path):
+    rows = [{"input": f"q{i}", "output": f"a{i}"} for i in range(3)]
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_dataset(path)
+    assert ds.records[0].messages == [
+        {"role": "user", "content": "q0"},
+        {"role": "assistant", "content": "a0"},
+    ]
