@@ -218,7 +218,8 @@ def read_model_info(
         info.num_params = _params_from_config(info)
     if not has_template:
         info.notes.append(
-            "No chat template: conversations will use a built-in template (chatml unless you choose)."
+            "No chat template of its own: conversations need a built-in one (data.template: "
+            "chatml, alpaca or llama2); the wizard picks chatml."
         )
     return info
 

@@ -53,6 +53,9 @@ class AppState(QObject):
 
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        # Nothing of the previous project's data or model carries over into this one.
+        self.dataset = None
+        self.model_info = None
         if project is not None:
             self.config = project.config()
             self.config_changed.emit(self.config)
@@ -61,18 +64,33 @@ class AppState(QObject):
     def set_dataset(self, dataset) -> None:
         self.dataset = dataset
         if dataset is not None:
+            # The format and column mapping the import used are what training must use too.
             self.update_config(
                 data=dataclasses.replace(
-                    self.config.data, path=dataset.path, format=self.config.data.format
+                    self.config.data,
+                    path=dataset.path,
+                    format=dataset.format,
+                    columns=dict(dataset.columns) if dataset.columns else None,
                 )
             )
+            self._remember()
         self.dataset_changed.emit(dataset)
 
     def set_model(self, info) -> None:
         self.model_info = info
         if info is not None:
             self.update_config(model=dataclasses.replace(self.config.model, path=info.source))
+            self._remember()
         self.model_changed.emit(info)
+
+    def _remember(self) -> None:
+        """Keep the project's data and model choice in project.yaml (reopened next time)."""
+        if self.project is None:
+            return
+        try:
+            self.project.remember(self.config)
+        except OSError:
+            pass  # a read-only project folder: the choice still holds for this session
 
     def update_config(self, **sections) -> None:
         self.config = dataclasses.replace(self.config, **sections)

@@ -78,9 +78,9 @@ class DataStep(QWizardPage):
         if ds is not None:
             self.path.setText(ds.path)
             self.format.blockSignals(True)
-            self.format.setCurrentText(self.w.cfg.data.format)
+            self.format.setCurrentText(ds.format)
             self.format.blockSignals(False)
-            self._accept(ds, self.w.cfg.data.format)
+            self._accept(ds, ds.format)
         elif self.w.cfg.data.path:
             self.path.setText(self.w.cfg.data.path)
             self.check()
@@ -134,8 +134,13 @@ class DataStep(QWizardPage):
         if not self.isComplete():
             return False
         try:
+            # The format the import found (or was told) and its column mapping: training
+            # reads the file exactly as it was checked here.
             data = dataclasses.replace(
-                self.w.cfg.data, path=self.dataset.path, format=self._checked[1]
+                self.w.cfg.data,
+                path=self.dataset.path,
+                format=self.dataset.format,
+                columns=dict(self.dataset.columns) if self.dataset.columns else None,
             )
         except ConfigError as e:
             _status(self.status, e.message, "error")
@@ -206,7 +211,9 @@ class ModelStep(QWizardPage):
     def _accept(self, info) -> None:
         self.info = info
         template = (
-            "has a chat template" if info.chat_template else "no chat template (chatml is used)"
+            "has a chat template"
+            if info.chat_template
+            else "no chat template of its own (ChatML will be used unless you pick another under Advanced)"
         )
         _status(
             self.status,
@@ -228,8 +235,15 @@ class ModelStep(QWizardPage):
     def validatePage(self) -> bool:
         if not self.isComplete():
             return False
+        data = self.w.cfg.data
+        if not self.info.chat_template and data.template == "auto" and data.format != "text":
+            # No template of its own: say which one is used (the run.yaml and the command
+            # carry it; Advanced can change it) rather than fail when training starts.
+            data = dataclasses.replace(data, template="chatml")
         self.w.cfg = dataclasses.replace(
-            self.w.cfg, model=dataclasses.replace(self.w.cfg.model, path=self.info.source)
+            self.w.cfg,
+            model=dataclasses.replace(self.w.cfg.model, path=self.info.source),
+            data=data,
         )
         return True
 

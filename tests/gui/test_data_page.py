@@ -174,3 +174,71 @@ def test_200k_records_import_off_thread_and_scroll_lazily(window, qtbot, tmp_pat
     assert model.index(199_999, 3).data() == "Say the number 199999."
     page.records_view.scrollToBottom()
     qtbot.wait(10)
+
+
+def test_unguessable_csv_columns_are_asked_for_then_reach_the_run_config(window, qtbot, tmp_path):
+    from studio.core.data.split import load_split
+    from studio.core.project import create_project
+
+    project = create_project("csv", tmp_path / "projects")
+    window.state.set_project(project)
+    path = tmp_path / "qa.csv"
+    path.write_text("q,a\nWhat is 2+2?,Four.\nCapital of France?,Paris.\n", encoding="utf-8")
+    page = window.pages["Data"]
+    window.show_page("Data")
+    page.import_file(str(path))
+    qtbot.waitUntil(lambda: page._load_task is None, timeout=30000)
+    # Nothing to guess from: the page asks which column is which (it used to give up).
+    assert page.state.dataset is None and page.columns_box.isVisible()
+    assert "choose below which column" in page.summary.text()
+    assert [page.column_combos["instruction"].itemText(i) for i in range(3)] == ["(none)", "q", "a"]
+    page.column_combos["instruction"].setCurrentText("q")
+    page.column_combos["output"].setCurrentText("a")
+    page.reimport()
+    _wait_loaded(qtbot, page)
+    assert page.records_model.rowCount() == 2
+    # Training reads the file exactly as the page did: same format, same columns ...
+    data = window.state.config.data
+    assert (data.format, data.columns) == ("alpaca", {"instruction": "q", "output": "a"})
+    train, _, _ = load_split(data, seed=0)
+    assert train.records[1].messages[-1] == {"role": "assistant", "content": "Paris."}
+    # ... and the project remembers it when it is opened again.
+    from studio.core.project import open_project
+
+    again = open_project(project.folder)
+    assert again.dataset == str(path) and again.config().data.columns == data.columns
+
+
+def test_another_project_starts_clean_and_a_missing_file_is_said(
+    window, qtbot, write_jsonl, tmp_path
+):
+    from studio.core.project import create_project
+
+    page = window.pages["Data"]
+    page.import_file(str(write_jsonl("a.jsonl", [alpaca(1), alpaca(2)])))
+    _wait_loaded(qtbot, page)
+    window.state.set_project(create_project("empty", tmp_path / "p1"))
+    assert window.state.dataset is None and page.records_model.rowCount() == 0
+    assert "No data yet" in page.summary.text()
+    gone = create_project("gone", tmp_path / "p2", dataset=str(tmp_path / "moved.jsonl"))
+    window.state.set_project(gone)
+    assert "data file is missing" in page.summary.text() and "moved.jsonl" in page.summary.text()
+
+
+def test_plain_text_counts_tokens_on_a_model_without_a_chat_template(
+    window, qtbot, tmp_path, tiny_model_no_template
+):
+    from studio.core.model_info import read_model_info
+
+    path = tmp_path / "notes.txt"
+    path.write_text(
+        "First paragraph of text.\n\nSecond paragraph, a bit longer.\n", encoding="utf-8"
+    )
+    page = window.pages["Data"]
+    page.import_file(str(path))
+    _wait_loaded(qtbot, page)
+    window.state.set_model(read_model_info(str(tiny_model_no_template)))
+    qtbot.waitUntil(lambda: page._tok_task is None, timeout=60000)
+    # Continued pre-training needs no chat template: counted, as training would.
+    assert page.tokenized is not None and len(page.tokenized.lengths) == 2
+    assert "Could not tokenise" not in page.histogram.caption.text()

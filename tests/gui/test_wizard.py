@@ -133,3 +133,18 @@ def test_wizard_refuses_a_missing_file_and_a_bad_model(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: step._task is None, timeout=30000)
     assert "config.json" in step.status.text() and not step.isComplete()
     wiz.reject()
+
+
+def test_wizard_says_and_sets_the_template_for_a_model_without_one(
+    window, qtbot, write_jsonl, tiny_model_no_template
+):
+    data = write_jsonl("train.jsonl", [alpaca(1), "{broken", alpaca(3)])
+    wiz = _walk_to_settings(window, qtbot, data, tiny_model_no_template)
+    assert "ChatML will be used" in wiz.steps[1].status.text()
+    # What the Model step promised is what the run gets (training refuses "auto" here).
+    assert wiz.cfg.data.template == "chatml"
+    # The format the Data step found is the one training will use, not "auto".
+    assert wiz.cfg.data.format == "alpaca"
+    # The Data page shows the file the wizard checked.
+    assert window.pages["Data"].records_model.rowCount() == 2
+    wiz.reject()

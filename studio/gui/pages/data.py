@@ -34,16 +34,43 @@ from studio.gui.data_models import ProblemTableModel, RecordTableModel
 from studio.gui.histogram import LengthHistogram
 from studio.gui.workers import run_task
 
-TABULAR = (".csv", ".tsv", ".parquet")
+TABULAR = (".csv", ".tsv", ".tab", ".parquet", ".pq")
 ROLES = ("instruction", "input", "output", "system", "text")
 FILE_FILTER = "Data files (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;All files (*)"
+
+
+class NeedsColumns(Exception):
+    """A table whose columns could not be matched to the parts of a record: ask the user."""
+
+    def __init__(self, message: str, columns: list[str]):
+        super().__init__(message)
+        self.columns = columns
 
 
 def load_file(path: str, fmt: str, columns: dict | None, progress=None):
     """Worker: import a data file (studio.core.data.formats)."""
     from studio.core.data.formats import load_dataset
+    from studio.core.errors import DataError
 
-    return load_dataset(path, format=fmt, columns=columns, progress=progress)
+    try:
+        return load_dataset(path, format=fmt, columns=columns, progress=progress)
+    except DataError as e:
+        header = _table_header(path)
+        if header:  # the user can say which column is which, then import again
+            raise NeedsColumns(e.message, header) from None
+        raise
+
+
+def _table_header(path: str) -> list[str] | None:
+    if Path(path).suffix.lower() not in TABULAR:
+        return None
+    from studio.core.data.readers import open_source
+    from studio.core.errors import DataError
+
+    try:
+        return open_source(path).columns
+    except DataError:
+        return None
 
 
 @dataclass
@@ -63,7 +90,8 @@ def tokenize_records(
     from studio.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust)
-    chat = resolve_template(tokenizer, template)
+    # Plain text (continued pre-training) needs no chat template, as in training.
+    chat = resolve_template(tokenizer, template) if any(not r.is_text for r in records) else None
     lengths: list[int] = []
     chunk = 2000
     for start in range(0, len(records), chunk):
@@ -182,6 +210,8 @@ class DataPage(QWidget):
         state.model_changed.connect(lambda _info: self.tokenize())
         state.config_changed.connect(self._config_changed)
         state.project_changed.connect(self._project_changed)
+        state.dataset_changed.connect(self._dataset_changed)
+        self._shown = None  # the Dataset on show
 
     def _table(self, model) -> QTableView:
         view = QTableView()
@@ -264,10 +294,54 @@ class DataPage(QWidget):
         self._load_task = None
         self.progress.hide()
         self.reimport_button.setEnabled(bool(self.path))
-        self.summary.setText(str(error))
+        text = str(error)
+        if isinstance(error, NeedsColumns):
+            self._fill_columns(error.columns, {})
+            text = (
+                f"{Path(self.path).name}: choose below which column holds each part of a "
+                f"record, then press Re-import. ({error})"
+            )
+        self.summary.setText(text)
         self.summary.setStyleSheet(f"color: {theme.error_color().name()}")
 
+    def _dataset_changed(self, ds) -> None:
+        """Show a dataset chosen elsewhere (the wizard) unless it is the one on show."""
+        if ds is None or ds is self._shown:
+            return
+        if self._load_task is not None:
+            self._load_task.cancel()
+            self._load_task = None
+            self.progress.hide()
+        self.path = ds.path
+        self.path_label.setText(Path(ds.path).name)
+        self.path_label.setToolTip(ds.path)
+        self.reimport_button.setEnabled(True)
+        self.show_dataset(ds)
+        self.tokenize()
+
+    def clear(self, message: str = "", error: bool = False) -> None:
+        """Back to no data (another project), with a message to say why."""
+        if self._load_task is not None:
+            self._load_task.cancel()
+            self._load_task = None
+        self._shown = None
+        self.tokenized = None
+        self.path = ""
+        self.path_label.setText("")
+        self.progress.hide()
+        self.reimport_button.setEnabled(False)
+        self.records_model.set_records([])
+        self.problems_model.set_problems([])
+        self.tabs.setTabText(0, "Records")
+        self.tabs.setTabText(1, "Skipped")
+        self.columns_box.hide()
+        self.preview.clear()
+        self.histogram.caption.setText("")
+        self.summary.setText(message)
+        self.summary.setStyleSheet(f"color: {theme.error_color().name()}" if error else "")
+
     def show_dataset(self, ds) -> None:
+        self._shown = ds
         self.format_combo.setCurrentText(ds.format)
         self.records_model.set_records(ds.records)
         self.problems_model.set_problems(ds.problems)
@@ -298,13 +372,15 @@ class DataPage(QWidget):
     def _show_columns(self, ds) -> None:
         tabular = Path(ds.path).suffix.lower() in TABULAR and ds.available_columns
         self.columns_box.setVisible(bool(tabular))
-        if not tabular:
-            return
-        mapping = ds.columns or {}
+        if tabular:
+            self._fill_columns(ds.available_columns, ds.columns or {})
+
+    def _fill_columns(self, columns: list, mapping: dict) -> None:
+        self.columns_box.show()
         for role, combo in self.column_combos.items():
             combo.clear()
             combo.addItem("(none)")
-            combo.addItems([str(c) for c in ds.available_columns])
+            combo.addItems([str(c) for c in columns])
             if role in mapping:
                 combo.setCurrentText(mapping[role])
 
@@ -348,16 +424,28 @@ class DataPage(QWidget):
         self.histogram.caption.setText(f"Could not tokenise with this model: {error}")
 
     def _config_changed(self, cfg) -> None:
-        if self.tokenized is not None:
-            key = (self.tokenized.model, cfg.data.template, cfg.data.train_on)
-            if key != getattr(self, "_tok_key", key):
-                self.tokenize()
-            else:
-                self.histogram.show_lengths(self.tokenized.lengths, cfg.train.seq_len)
+        info = self.state.model_info
+        if info is None or self.state.dataset is None:
+            return
+        # A new template or loss setting counts again (also after a failed count, which the
+        # right template may fix); a new sequence length only redraws.
+        if (info.path, cfg.data.template, cfg.data.train_on) != getattr(self, "_tok_key", None):
+            self.tokenize()
+        elif self.tokenized is not None:
+            self.histogram.show_lengths(self.tokenized.lengths, cfg.train.seq_len)
 
     def _project_changed(self, project) -> None:
-        if project is not None and project.dataset and Path(project.dataset).is_file():
-            self.import_file(project.dataset, project.config().data.format)
+        if project is None or not project.dataset:
+            self.clear("No data yet: import a file (or drop one here).")
+        elif not Path(project.dataset).is_file():
+            self.clear(
+                f"This project's data file is missing: {project.dataset}. Import it again "
+                "(or the file it was moved to).",
+                error=True,
+            )
+        else:
+            data = project.config().data
+            self.import_file(project.dataset, data.format, data.columns)
 
     def _record_selected(self, current, _previous=None) -> None:
         if not current.isValid():
