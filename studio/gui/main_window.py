@@ -203,7 +203,7 @@ class MainWindow(QMainWindow):
         if self.wizard is not None:
             self.wizard.raise_()
             return
-        self.wizard = NewRunWizard(self.state, self)
+        self.wizard = NewRunWizard(self.state, self, running=self.pages["Train"].running_name)
         self.wizard.run_started.connect(self._run_started)
         self.wizard.finished.connect(self._wizard_closed)
         self.wizard.show()

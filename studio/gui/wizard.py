@@ -406,9 +406,11 @@ class NewRunWizard(QWizard):
     run_started = Signal(object)
     """Emitted with the run_launcher.LaunchedRun once the child process is running."""
 
-    def __init__(self, state, parent=None):
+    def __init__(self, state, parent=None, running=lambda: ""):
         super().__init__(parent)
         self.state = state
+        self.running = running
+        """Returns the name of the run training now ("" when none): one run at a time."""
         self.setWindowTitle("New fine-tune")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
@@ -428,6 +430,12 @@ class NewRunWizard(QWizard):
 
     def start(self, project_name: str, run_name: str) -> None:
         """Create the project if needed, write RUN/run.yaml and start the training process."""
+        busy = self.running()
+        if busy:
+            raise StudioError(
+                f"{busy} is still training, and one run at a time shares this device. "
+                "Stop it on the Train page, or wait for it to end, then start this one."
+            )
         project = self.state.project
         if project is None:
             project = create_project(project_name or "My project")

@@ -399,3 +399,18 @@ def test_qt_calls_cannot_wear_out_none(window):
     for _ in range(20000):
         label.setText("x")
     assert sys.getrefcount(None) >= before - 100
+
+
+def test_a_run_that_cannot_start_is_explained_not_raised(
+    window, page, tiny_model, tmp_path, monkeypatch
+):
+    told = []
+    monkeypatch.setattr(page, "tell", lambda title, text: told.append((title, text)))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    page.start_run(tiny_config(tiny_model, tmp_path / "d.jsonl", max_steps=1), taken)
+    assert told and told[0][0] == "Cannot start the run" and "taken" in told[0][1]
+    assert not page.is_running()
+    page.run_dir = tmp_path / "no-such-run"  # re-run of a run whose run.yaml is gone
+    page.rerun()
+    assert told[-1][0] == "Cannot re-run"

@@ -148,3 +148,18 @@ def test_wizard_says_and_sets_the_template_for_a_model_without_one(
     # The Data page shows the file the wizard checked.
     assert window.pages["Data"].records_model.rowCount() == 2
     wiz.reject()
+
+
+def test_wizard_will_not_start_a_second_run_while_one_trains(
+    window, qtbot, write_jsonl, tiny_model, stub_training
+):
+    data = write_jsonl("train.jsonl", [alpaca(1), "{broken", alpaca(3)])
+    wiz = _walk_to_settings(window, qtbot, data, tiny_model)
+    assert wiz.running == window.pages["Train"].running_name and wiz.running() == ""
+    wiz.running = lambda: "first-run"  # as if the Train page watched a live run
+    wiz.next()
+    wiz.next()  # Start training: refused, with the reason; nothing launched
+    assert wiz.currentPage() is wiz.steps[3]
+    assert "first-run is still training" in wiz.steps[3].error.text()
+    assert stub_training == []
+    wiz.reject()

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from studio.core import runs
 from studio.core.config import RunConfig
+from studio.core.errors import StudioError
 from studio.gui import run_launcher, theme
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
@@ -350,6 +351,10 @@ class TrainPage(QWidget):
     def is_running(self) -> bool:
         return self.worker is not None and self.run is not None
 
+    def running_name(self) -> str:
+        """The run training now under this page's watch, or ""."""
+        return self.run_dir.name if self.is_running() and self.run_dir is not None else ""
+
     def stop(self) -> None:
         if not self.is_running():
             return
@@ -398,7 +403,11 @@ class TrainPage(QWidget):
     def rerun(self) -> None:
         if self.run_dir is None:
             return
-        cfg = RunConfig.load(self.run_dir / "run.yaml")
+        try:
+            cfg = RunConfig.load(self.run_dir / "run.yaml")
+        except (StudioError, OSError) as e:
+            self.tell("Cannot re-run", f"{self.run_dir / 'run.yaml'}: {e}")
+            return
         name, n = f"{self.run_dir.name}-rerun", 1
         while (self.run_dir.parent / name).exists():
             n += 1
@@ -415,10 +424,19 @@ class TrainPage(QWidget):
 
     def start_run(self, cfg: RunConfig, run_dir: Path) -> None:
         project = self.state.project
-        if project is not None and Path(run_dir).parent == project.runs_dir:
-            project.remember(cfg)
-        self.show_run(run_launcher.launch_run(cfg, run_dir))
+        try:
+            if project is not None and Path(run_dir).parent == project.runs_dir:
+                project.remember(cfg)
+            run = run_launcher.launch_run(cfg, run_dir)
+        except (StudioError, OSError) as e:
+            self.tell("Cannot start the run", str(e))
+            return
+        self.show_run(run)
         self.history.refresh()
+
+    def tell(self, title: str, text: str) -> None:
+        """A message the user must see (a box; tests replace it)."""
+        QMessageBox.warning(self, title, text)
 
     def _update_buttons(self) -> None:
         running = self.is_running()
