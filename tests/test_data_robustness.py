@@ -74,3 +74,45 @@ def test_alpaca_input_output_pairs_do_not_read_input_twice(tmp_path):
         {"role": "user", "content": "q0"},
         {"role": "assistant", "content": "a0"},
     ]
+
+
+# ---------------------------------------------------------------- CSV / TSV quotes
+
+
+def test_csv_unclosed_quote_loses_only_its_own_row(tmp_path):
+    good = "".join(f"q{i},a{i}\n" for i in range(3, 10))
+    path = _write(tmp_path / "d.csv", 'instruction,output\nq1,a1\n"q2 broken,a2\n' + good)
+    ds = load_dataset(path)
+    assert [r.line for r in ds.records] == [2, 4, 5, 6, 7, 8, 9, 10]
+    assert ds.records[1].messages[0]["content"] == "q3"
+    (problem,) = ds.problems
+    assert problem.line == 3 and "quoted field" in problem.message
+    assert problem.raw == '"q2 broken,a2'
+
+
+def test_csv_unclosed_quote_in_the_last_column_running_to_the_end_of_file(tmp_path):
+    # The swallowed text gives the row the right width: only running to the end gives it away.
+    path = _write(tmp_path / "d.csv", 'instruction,output\r\nq1,a1\r\nq2,"a2 broken\r\nq3,a3')
+    ds = load_dataset(path)
+    assert [r.line for r in ds.records] == [2, 4]
+    assert [p.line for p in ds.problems] == [3]
+
+
+def test_csv_quoted_newlines_still_work_beside_a_broken_quote(tmp_path):
+    text = 'prompt,response\n"multi\nline",ok\nq,"two\nlines"\n"broken,x\nlast,one\n'
+    ds = load_dataset(_write(tmp_path / "d.csv", text))
+    assert [r.line for r in ds.records] == [2, 4, 7]
+    assert ds.records[0].messages[0]["content"] == "multi\nline"
+    assert ds.records[1].messages[1]["content"] == "two\nlines"
+    assert [p.line for p in ds.problems] == [6]
+
+
+def test_wrong_width_rows_show_their_source_text(tmp_path):
+    tsv = _write(tmp_path / "d.tsv", 'instruction\toutput\nq1\ta1\n"q2"\tx\ty\n')
+    ds = load_dataset(tsv)
+    assert [(p.line, p.raw) for p in ds.problems] == [(3, '"q2"\tx\ty')]
+    # A correctly quoted multi-line row with too many values is one problem, not two.
+    csv_path = _write(tmp_path / "d.csv", 'instruction,output\n"a\nb",c,d\nq,a\n')
+    ds = load_dataset(csv_path)
+    assert [r.line for r in ds.records] == [4]
+    assert [(p.line, p.raw) for p in ds.problems] == [(2, '"a\nb",c,d')]

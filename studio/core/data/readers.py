@@ -473,7 +473,11 @@ def _table(p: Path, encoding: str, ext: str, total: int, progress: Progress | No
         delimiter = "\t" if "\t" in header_line else (";" if ";" in header_line else ",")
     # The default limit (128 KiB a field) is too small for documents in a text column.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # The physical lines, split as the csv module splits them (LF, CR or CRLF, kept), so a row
+    # can be shown as it is in the file and reading can restart at any line.
+    lines = io.StringIO(text, newline="").readlines()
+    del text
+    reader = csv.reader(iter(lines), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -486,13 +490,34 @@ def _table(p: Path, encoding: str, ext: str, total: int, progress: Progress | No
     if not any(header):
         raise DataError(f"{p.name} has an empty header row; the first line must name the columns.")
     kind = "tsv" if delimiter == "\t" else "csv"
-    return Source(
-        kind, _table_rows(p.name, reader, header, len(text), progress, total), columns=header
-    )
+    rows = _table_rows(lines, reader, delimiter, header, progress, total)
+    return Source(kind, rows, columns=header)
 
 
-def _table_rows(name, reader, header, n_chars, progress, total) -> Iterator[Row]:
+def _source_text(lines: list[str], start: int, end: int) -> str:
+    """Physical lines start..end (1-based, inclusive) as they are in the file."""
+    return _clip("".join(lines[start - 1 : end]).rstrip("\r\n"))
+
+
+def _quotes_broken(lines: list[str], start: int, end: int, delimiter: str) -> bool:
+    """True when the row on lines start..end is not well-formed CSV on its own.
+
+    The lenient reader lets a quoted field that is never closed (or closed in the wrong place)
+    run on across the following lines; a strict reading of the same lines then fails, either
+    at the end of the data or at a quote followed by something other than a separator.
+    """
+    try:
+        for _ in csv.reader(lines[start - 1 : end], delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return True
+    return False
+
+
+def _table_rows(lines, reader, delimiter, header, progress, total) -> Iterator[Row]:
     width = len(header)
+    n_lines = len(lines)
+    base = 0  # physical lines before the current reader's first line
     last = reader.line_num  # physical lines consumed so far (the header, possibly multi-line)
     while True:
         try:
@@ -501,19 +526,32 @@ def _table_rows(name, reader, header, n_chars, progress, total) -> Iterator[Row]
             break
         except csv.Error as e:
             # The reader recovers at the next line; the bad row is reported where it started.
-            yield last + 1, BadRow(f"malformed CSV: {e}"), ""
-            if reader.line_num == last:
+            yield last + 1, BadRow(f"malformed CSV: {e}"), _source_text(lines, last + 1, last + 1)
+            if base + reader.line_num == last:
                 break
-            last = reader.line_num
+            last = base + reader.line_num
             continue
-        start, last = last + 1, reader.line_num
+        start, last = last + 1, base + reader.line_num
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # blank line
         if progress is not None and not start & 8191:
-            progress(min(total, total * start // max(1, n_chars)), total)
+            progress(min(total, total * start // max(1, n_lines)), total)
+        if last > start and (len(values) != width or last == n_lines):
+            if _quotes_broken(lines, start, last, delimiter):
+                # A quote that is never closed properly swallowed the lines after it: report
+                # the row where it starts and read again from the next line, so the rows it
+                # swallowed are not lost with it.
+                msg = (
+                    "malformed CSV: a quoted field that starts on this line is not closed "
+                    f"properly, so the row runs on to line {last}; check the quotes"
+                )
+                yield start, BadRow(msg), _source_text(lines, start, start)
+                base = last = start
+                reader = csv.reader((lines[i] for i in range(start, n_lines)), delimiter=delimiter)
+                continue
         if len(values) != width:
             msg = f"the row has {len(values)} values but the header names {width} columns"
-            yield start, BadRow(msg), _clip(",".join(values))
+            yield start, BadRow(msg), _source_text(lines, start, last)
             continue
         yield start, dict(zip(header, values, strict=True)), None
     if progress is not None:
