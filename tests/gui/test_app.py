@@ -157,7 +157,7 @@ def test_device_probe_fills_the_status_bar(qtbot):
     w.close()
 
 
-def test_home_opens_projects_and_lists_cli_runs(window, tmp_path, monkeypatch):
+def test_home_opens_projects_and_lists_cli_runs(window, qtbot, tmp_path, monkeypatch):
     from studio.core.config import RunConfig
 
     project = create_project("With runs", tmp_path)
@@ -170,7 +170,7 @@ def test_home_opens_projects_and_lists_cli_runs(window, tmp_path, monkeypatch):
     window.home.recent_chosen.emit(str(project.folder))
     assert window.state.project.folder == project.folder
     runs = window.home.runs
-    assert runs.rowCount() == 1
+    qtbot.waitUntil(lambda: runs.rowCount() == 1, timeout=10000)  # listed off the GUI thread
     assert [runs.item(0, c).text() for c in range(4)] == ["from-cli", "running", "2/5", "2.5000"]
     warnings = []
     monkeypatch.setattr(

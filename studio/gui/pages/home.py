@@ -19,6 +19,12 @@ from PySide6.QtWidgets import (
 
 from studio.core import paths
 from studio.gui import settings, theme
+from studio.gui.workers import run_task
+
+
+def list_runs(project):
+    """Worker: the project's runs with their status, newest first."""
+    return project, project.runs()
 
 
 class HomePage(QWidget):
@@ -117,7 +123,13 @@ class HomePage(QWidget):
         if project.model:
             lines.append(f"Model: {project.model}")
         self.project_label.setText("<br>".join(lines))
-        runs = project.runs()
+        # Reading every run's events (tens of MB for long runs) is not for the GUI thread.
+        run_task(self, list_runs, project, on_done=self._runs_listed)
+
+    def _runs_listed(self, result) -> None:
+        project, runs = result
+        if project is not self.state.project:
+            return  # another project was opened meanwhile
         self.runs.setRowCount(len(runs))
         for row, run in enumerate(runs):
             loss = "" if run.final_loss is None else f"{run.final_loss:.4f}"
