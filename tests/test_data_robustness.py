@@ -116,3 +116,51 @@ def test_wrong_width_rows_show_their_source_text(tmp_path):
     ds = load_dataset(csv_path)
     assert [r.line for r in ds.records] == [4]
     assert [(p.line, p.raw) for p in ds.problems] == [(2, '"a\nb",c,d')]
+
+
+# ---------------------------------------------------------------- JSON wrapper vs JSON Lines
+
+
+def test_broken_wrapper_with_one_compact_record_a_line_is_not_read_as_json_lines(tmp_path):
+    text = (
+        '{"data": [\n'
+        '{"instruction": "a", "output": "b"},\n'
+        '{"instruction": "c", "output" "d"},\n'
+        '{"instruction": "e", "output": "f"}\n'
+        "]}\n"
+    )
+    ds = load_dataset(_write(tmp_path / "d.json", text))
+    assert ds.format == "alpaca"
+    assert [(r.line, r.messages[0]["content"]) for r in ds.records] == [(2, "a"), (4, "e")]
+    (problem,) = ds.problems
+    assert problem.line == 3 and "malformed JSON" in problem.message
+
+
+def test_json_lines_with_a_broken_first_line_saved_as_json_is_still_json_lines(tmp_path):
+    good = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": f"a{i}"},
+                ]
+            }
+        )
+        for i in range(3)
+    ]
+    for broken in (
+        '{"messages": [{"role": "user" "content": "x"}]}',  # closes, then more lines follow
+        '{"messages": [{"role": "user", "content": "x"}',  # never closes
+    ):
+        ds = load_dataset(_write(tmp_path / "d.json", "\n".join([broken, *good]) + "\n"))
+        assert ds.format == "messages"
+        assert [r.line for r in ds.records] == [2, 3, 4]
+        assert [p.line for p in ds.problems] == [1]
+
+
+def test_text_after_a_broken_wrapper_is_reported(tmp_path):
+    text = '{"data": [\n  {"text": "a"},\n  {"text": "b",}\n]}\ntrailing junk\n'
+    ds = load_dataset(_write(tmp_path / "d.json", text))
+    assert [r.text for r in ds.records] == ["a"]
+    assert [p.line for p in ds.problems] == [3, 5]
+    assert ds.problems[1].raw.startswith("trailing junk")

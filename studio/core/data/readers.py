@@ -382,9 +382,16 @@ def _parse_object_file(name: str, text: str, pos: int) -> list[Row] | None:
     try:
         value, end = _decoder.raw_decode(text, pos)
     except json.JSONDecodeError:
+        # Broken inside: walk the members so a bad record inside the list loses only itself.
+        if _WRAPPER_START.match(text, pos):
+            # {"data": [ with one compact record a line looks like JSON Lines too; only when
+            # it does not read as one whole wrapper object is it taken for JSON Lines.
+            try:
+                return _walk_wrapper(name, text, pos, whole=True)
+            except DataError:
+                pass
         if _looks_like_jsonl(text):
             return None
-        # Broken inside: walk the members so a bad record inside the list loses only itself.
         return _walk_wrapper(name, text, pos)
     if _WS.match(text, end).end() < len(text):
         return None
@@ -394,6 +401,10 @@ def _parse_object_file(name: str, text: str, pos: int) -> list[Row] | None:
     if len(lists) != 1:
         raise DataError(_wrong_object(name, value, lists))
     return _walk_wrapper(name, text, pos)
+
+
+_WRAPPER_START = re.compile(r'\{[ \t\n\r]*"(?:[^"\\]|\\.)*"[ \t\n\r]*:[ \t\n\r]*\[')
+"""The start of an object whose first member is a list: {"data": ["""
 
 
 def _looks_like_jsonl(text: str) -> bool:
@@ -426,8 +437,12 @@ def _wrong_object(name: str, value: dict, lists: list[str]) -> str:
     )
 
 
-def _walk_wrapper(name: str, text: str, pos: int) -> list[Row]:
-    """Walk the members of the object at text[pos], parsing list values element by element."""
+def _walk_wrapper(name: str, text: str, pos: int, whole: bool = False) -> list[Row]:
+    """Walk the members of the object at text[pos], parsing list values element by element.
+
+    With `whole`, raise DataError unless the object is closed and nothing follows it (used to
+    tell a broken wrapper from JSON Lines); without, report what cannot be read as rows.
+    """
     raw_decode = _decoder.raw_decode
     ws = _WS.match
     lists: list[tuple[str, list[Row]]] = []
@@ -445,12 +460,18 @@ def _walk_wrapper(name: str, text: str, pos: int) -> list[Row]:
                 rows, pos = _parse_array(text, pos, text.count("\n", 0, pos) + 1, pos)
                 lists.append((key, rows))
                 if pos >= len(text):
+                    if whole:
+                        raise ValueError("the list runs to the end of the file")
                     break  # the list ran to the end of the file; its last row says why
             else:
                 _, pos = raw_decode(text, pos)
             pos = ws(text, pos).end()
             if text[pos] == ",":
                 pos = ws(text, pos + 1).end()
+        else:
+            pos += 1  # past the closing "}"
+            if whole and ws(text, pos).end() < len(text):
+                raise ValueError("more text after the object")
     except (ValueError, IndexError):
         line = text.count("\n", 0, min(pos, len(text))) + 1
         raise DataError(
@@ -458,7 +479,10 @@ def _walk_wrapper(name: str, text: str, pos: int) -> list[Row]:
         ) from None
     if len(lists) != 1:
         raise DataError(_wrong_object(name, dict.fromkeys(keys), [k for k, _ in lists]))
-    return lists[0][1]
+    rows = lists[0][1]
+    if pos < len(text):
+        rows.extend(_trailing(text, pos))
+    return rows
 
 
 # ---------------------------------------------------------------------------- tables
