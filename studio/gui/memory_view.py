@@ -25,6 +25,13 @@ class MemoryView(QWidget):
         form.addRow(self.verdict)
         self.estimate = None
 
+    def clear(self) -> None:
+        for label in self.values.values():
+            label.setText("—")
+        self.verdict.setText("Choose a model to see how much memory training needs.")
+        self.verdict.setStyleSheet("")
+        self.estimate = None
+
     def show_estimate(self, info, cfg, state) -> None:
         """Estimate for info + cfg on the state's device, and say whether it fits."""
         est = estimate_memory(info, cfg, state.device_total, on_gpu=state.on_gpu)

@@ -60,3 +60,19 @@ def test_model_page_errors_are_clear(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: page._task is None, timeout=30000)
     assert "no config.json" in page.error.text()
     assert window.state.model_info is None
+
+
+def test_model_page_follows_the_state_and_starts_clean_in_another_project(
+    window, qtbot, tiny_model, tmp_path
+):
+    from studio.core.model_info import read_model_info
+    from studio.core.project import create_project
+
+    page = window.pages["Model"]
+    info = read_model_info(str(tiny_model))
+    window.state.set_model(info)  # as the wizard does
+    assert page.source.text() == info.source and page.fields["Architecture"].text() != "—"
+    window.state.set_project(create_project("no model", tmp_path))
+    assert window.state.model_info is None
+    assert page.source.text() == "" and page.fields["Architecture"].text() == "—"
+    assert page.memory.estimate is None

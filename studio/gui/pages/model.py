@@ -109,6 +109,8 @@ class ModelPage(QWidget):
         state.config_changed.connect(self.update_estimate)
         state.device_changed.connect(self.update_estimate)
         state.project_changed.connect(self._project_changed)
+        state.model_changed.connect(self._model_changed)
+        self._shown = None  # the ModelInfo on show
         run_task(
             self,
             model_info.list_cached_models,
@@ -148,9 +150,30 @@ class ModelPage(QWidget):
             self.load()
 
     def _project_changed(self, project) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self.busy.hide()
+            self.load_button.setEnabled(True)
         if project is not None and project.model:
             self.source.setText(project.model)
             self.load()
+        else:  # nothing of the previous project's model stays on show
+            self.source.setText("")
+            self.clear()
+
+    def _model_changed(self, info) -> None:
+        """Show a model chosen elsewhere (the wizard) unless it is the one on show."""
+        if info is not None and info is not self._shown:
+            self.source.setText(info.source)
+            self.show_info(info)
+
+    def clear(self) -> None:
+        self._shown = None
+        self.error.hide()
+        for label in self.fields.values():
+            label.setText("—")
+        self.memory.clear()
 
     def load(self, allow_network: bool = False) -> None:
         source = self.source.text().strip()
@@ -188,6 +211,7 @@ class ModelPage(QWidget):
     # --- showing --------------------------------------------------------------------
 
     def show_info(self, info) -> None:
+        self._shown = info
         f = self.fields
         f["Architecture"].setText(
             f"{info.architecture or '?'} ({info.model_type or 'unknown type'})"
@@ -199,7 +223,9 @@ class ModelPage(QWidget):
             f"{info.context_length:,} tokens" if info.context_length else "not stated"
         )
         f["Chat template"].setText(
-            "yes, from the tokenizer" if info.chat_template else "no (a built-in template is used)"
+            "yes, from the tokenizer"
+            if info.chat_template
+            else "no: conversations need a built-in one (the wizard picks ChatML)"
         )
         f["LoRA targets"].setText(", ".join(info.target_modules) or "none found")
         f["Notes"].setText("\n".join(info.notes) or "—")
