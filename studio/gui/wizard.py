@@ -34,7 +34,7 @@ from studio.core.project import DEFAULT_PRESET, PRESETS, apply_preset, command_l
 from studio.gui import run_launcher, settings, theme
 from studio.gui.forms import ConfigForm
 from studio.gui.memory_view import MemoryView
-from studio.gui.pages.data import FILE_FILTER, load_file
+from studio.gui.pages.data import FILE_FILTER, NeedsColumns, load_file
 from studio.gui.workers import run_task
 
 
@@ -125,7 +125,14 @@ class DataStep(QWizardPage):
 
     def _failed(self, error) -> None:
         self._task = None
-        _status(self.status, str(error), "error")
+        text = str(error)
+        if isinstance(error, NeedsColumns):
+            text = (
+                f"Studio cannot tell which column of {Path(self._pending[0]).name} is the "
+                "instruction and which the answer. Import it on the Data page, choose the "
+                f"columns there, then come back. ({error})"
+            )
+        _status(self.status, text, "error")
 
     def isComplete(self) -> bool:
         return self.dataset is not None and self._checked[0] == self.path.text().strip()

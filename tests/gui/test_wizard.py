@@ -163,3 +163,15 @@ def test_wizard_will_not_start_a_second_run_while_one_trains(
     assert "first-run is still training" in wiz.steps[3].error.text()
     assert stub_training == []
     wiz.reject()
+
+
+def test_wizard_sends_an_unguessable_table_to_the_data_page(window, qtbot, tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("q,a\nWhat is 2+2?,Four.\n", encoding="utf-8")
+    window.new_fine_tune()
+    step = window.wizard.steps[0]
+    step.path.setText(str(path))
+    step.check()
+    qtbot.waitUntil(lambda: step._task is None, timeout=30000)
+    assert not step.isComplete() and "choose the columns there" in step.status.text()
+    window.wizard.reject()
