@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from studio.core.data.formats import load_dataset
 
 
@@ -164,3 +166,94 @@ def test_text_after_a_broken_wrapper_is_reported(tmp_path):
     assert [r.text for r in ds.records] == ["a"]
     assert [p.line for p in ds.problems] == [3, 5]
     assert ds.problems[1].raw.startswith("trailing junk")
+
+
+# ---------------------------------------------------------------- chat template rejects a record
+
+NO_SYSTEM_TEMPLATE = (
+    # Like Gemma's: no system role, and it says so by raising from inside the template.
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def no_system_model(tmp_path_factory):
+    from studio.core.tiny import build_model
+
+    return build_model(
+        tmp_path_factory.mktemp("tiny_nosys") / "model", chat_template=NO_SYSTEM_TEMPLATE
+    )
+
+
+def _chat(user: str, answer: str, system: str | None = None) -> str:
+    turns = [{"role": "system", "content": system}] if system else []
+    turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return json.dumps({"messages": turns}, ensure_ascii=False)
+
+
+def test_build_examples_leaves_out_only_the_records_the_template_rejects(no_system_model):
+    from studio.core.data.examples import build_examples
+    from studio.core.data.records import Record
+    from studio.core.data.templates import resolve_template
+    from studio.core.models import load_tokenizer
+
+    tok = load_tokenizer(str(no_system_model))
+    records = [
+        Record(1, [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]),
+        Record(
+            2,
+            [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "a2"},
+            ],
+        ),
+        Record(3, [{"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]),
+    ]
+    examples, stats = build_examples(records, tok, resolve_template(tok), seq_len=128)
+    assert [e.line for e in examples] == [1, 3]
+    assert stats.template_errors == [(2, "System role not supported")]
+    assert stats.kept == 2 and 2 in stats.dropped_lines and len(stats.lengths) == 2
+    summary = stats.summary(128)
+    assert summary.startswith("2 examples")
+    assert "1 rejected by the model's chat template" in summary
+    assert "line 2: System role not supported" in summary
+
+
+def test_inspect_reports_a_record_the_template_rejects_and_exits_0(
+    no_system_model, tmp_path, capsys
+):
+    from studio.cli import main
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "\n".join([_chat("q1", "a1"), _chat("q2", "a2", system="SYS"), _chat("q3", "a3")]) + "\n",
+        encoding="utf-8",
+    )
+    argv = ["data", "inspect", str(path), "--model", str(no_system_model)]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["records"] == 2 and report["skipped"] == 1
+    assert report["tokens"]["count"] == 2
+    (error,) = report["errors"]
+    assert error["line"] == 2 and "System role not supported" in error["message"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "line 2: the model's chat template rejects this record: System role not supported" in out
+
+
+def test_inspect_when_the_template_rejects_every_record_exits_2_with_one_sentence(
+    no_system_model, tmp_path, capsys
+):
+    from studio.cli import main
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(_chat("q", "a", system="SYS") + "\n", encoding="utf-8")
+    assert main(["data", "inspect", str(path), "--model", str(no_system_model)]) == 2
+    err = capsys.readouterr().err
+    assert "rejects every record" in err and "line 1" in err and "Traceback" not in err

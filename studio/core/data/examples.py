@@ -41,15 +41,29 @@ class ExampleStats:
     lengths: list[int] = field(default_factory=list)
     """Token length of every record before truncation (for histograms)."""
     dropped_lines: list[int] = field(default_factory=list)
+    template_errors: list[tuple[int, str]] = field(default_factory=list)
+    """(line, the template's message) for each record the model's chat template refused to
+    render (e.g. a system turn for a model without a system role); those are left out."""
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.dropped - self.no_labels - len(self.template_errors)
 
     def summary(self, seq_len: int) -> str:
-        parts = [f"{self.total - self.dropped - self.no_labels} examples"]
+        parts = [f"{self.kept} examples"]
         if self.truncated:
             parts.append(f"{self.truncated} truncated to {seq_len} tokens")
         if self.dropped:
             parts.append(f"{self.dropped} longer than {seq_len} tokens dropped")
         if self.no_labels:
             parts.append(f"{self.no_labels} with no trainable tokens left out")
+        if self.template_errors:
+            shown = "; ".join(f"line {line}: {msg}" for line, msg in self.template_errors[:3])
+            more = len(self.template_errors) - 3
+            parts.append(
+                f"{len(self.template_errors)} rejected by the model's chat template and left "
+                f"out ({shown}{f' and {more} more' if more > 0 else ''})"
+            )
         return ", ".join(parts)
 
 
@@ -85,13 +99,28 @@ def build_examples(
     overlong: str = "truncate",
     chunk: int = 512,
 ) -> tuple[list[Example], ExampleStats]:
-    """Tokenise every record; over-long ones are truncated or dropped and counted."""
+    """Tokenise every record; over-long ones are truncated or dropped and counted.
+
+    A record the model's own chat template refuses (its Jinja code raises, e.g. "System role
+    not supported" or "roles must alternate") is left out and listed in
+    `stats.template_errors` with its line; the others are unaffected.
+    """
+    from jinja2.exceptions import TemplateError
+
     eos = tokenizer.eos_token or ""
     stats = ExampleStats(total=len(records))
     examples: list[Example] = []
     for start in range(0, len(records), chunk):
-        batch = records[start : start + chunk]
-        segs = [record_segments(r, template, eos) for r in batch]
+        batch = []
+        segs = []
+        for r in records[start : start + chunk]:
+            try:
+                segs.append(record_segments(r, template, eos))
+            except TemplateError as e:
+                stats.template_errors.append((r.line, str(e) or type(e).__name__))
+                stats.dropped_lines.append(r.line)
+                continue
+            batch.append(r)
         flat = [t for s in segs for t, _ in s]
         # One batched call is much faster than a call per segment.
         pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []

@@ -13,6 +13,7 @@ from typing import Any
 
 from studio.core.data.formats import load_dataset
 from studio.core.data.records import Dataset
+from studio.core.errors import ConfigError
 
 
 def describe(ds: Dataset) -> dict[str, Any]:
@@ -75,6 +76,14 @@ def token_report(
         "tokens": length_stats(stats.lengths, seq_len),
         "truncated": stats.truncated,
         "no_trainable_tokens": getattr(stats, "no_labels", 0),
+        "template_errors": [
+            {
+                "line": line,
+                "field": "template",
+                "message": f"the model's chat template rejects this record: {message}",
+            }
+            for line, message in stats.template_errors
+        ],
         "example": None,
     }
     if examples:
@@ -104,4 +113,23 @@ def inspect_file(
     report = describe(ds)
     if model:
         report.update(token_report(ds, model, seq_len, template, train_on, trust_remote_code))
+        rejected = report["template_errors"]
+        if rejected:
+            # A record the chat template cannot render cannot be trained on: count it as
+            # skipped and list it with the import's problems, in line order.
+            report["records"] -= len(rejected)
+            report["skipped"] += len(rejected)
+            report["errors"] = sorted(report["errors"] + rejected, key=lambda e: e["line"])
+            if report["records"] == 0:
+                raise ConfigError(
+                    f"data.template: the model's chat template rejects every record of "
+                    f"{os.path.basename(str(path))} ({_first(rejected)}); choose a built-in "
+                    "template (chatml, alpaca or llama2) or change the records.",
+                    field="data.template",
+                )
     return report
+
+
+def _first(errors: list[dict], limit: int = 3) -> str:
+    text = "; ".join(f"line {e['line']}: {e['message']}" for e in errors[:limit])
+    return text + (f" (and {len(errors) - limit} more)" if len(errors) > limit else "")
