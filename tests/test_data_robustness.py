@@ -257,3 +257,53 @@ def test_inspect_when_the_template_rejects_every_record_exits_2_with_one_sentenc
     assert main(["data", "inspect", str(path), "--model", str(no_system_model)]) == 2
     err = capsys.readouterr().err
     assert "rejects every record" in err and "line 1" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- garbage collector
+
+
+@pytest.fixture
+def gc_state():
+    import gc
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(10**9)  # no automatic collection during the test: only the import's own
+    yield gc
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+    gc.enable()
+
+
+def _alpaca_file(tmp_path, n: int):
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(n)]
+    return _write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_a_small_import_does_not_freeze_the_heap(tmp_path, gc_state):
+    path = _alpaca_file(tmp_path, 20)
+    frozen = gc_state.get_freeze_count()
+    assert load_dataset(path).kept == 20
+    assert gc_state.isenabled() and gc_state.get_freeze_count() == frozen
+
+
+def test_a_big_import_freezes_the_heap_but_not_young_garbage(tmp_path, gc_state, monkeypatch):
+    import weakref
+
+    from studio.core.data import formats
+
+    monkeypatch.setattr(formats, "_FREEZE_MIN", 10)
+    path = _alpaca_file(tmp_path, 20)
+
+    class Node:
+        pass
+
+    garbage = Node()
+    garbage.self = garbage  # a cycle: only the cyclic collector can free it
+    alive = weakref.ref(garbage)
+    del garbage
+    frozen = gc_state.get_freeze_count()
+    assert load_dataset(path).kept == 20
+    assert gc_state.isenabled() and gc_state.get_freeze_count() > frozen  # the stall is avoided
+    gc_state.collect()
+    assert alive() is None  # collected before the freeze, not kept forever

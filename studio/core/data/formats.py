@@ -59,6 +59,10 @@ _SAMPLE = 50
 """Good rows looked at to detect the format and the columns."""
 
 
+_FREEZE_MIN = 50_000
+"""Rows from which an import freezes the garbage collector's view of the heap (see below)."""
+
+
 class Invalid(Exception):
     """Why one row was rejected; becomes a Problem. Raised only on the slow path."""
 
@@ -489,6 +493,10 @@ def load_dataset(
     # Every record survives, so the cyclic collector would rescan the growing heap again and
     # again (most of the import time on big files); records hold no cycles, so pause it.
     gc_was_enabled = gc.isenabled()
+    if gc_was_enabled:
+        # Young garbage from before the import goes now (a few milliseconds: the young
+        # generations are small), so the freeze below cannot keep it forever.
+        gc.collect(1)
     gc.disable()
     try:
         for n, (line, value, raw) in enumerate(chain(sample, rows)):
@@ -500,10 +508,14 @@ def load_dataset(
                 pause()
     finally:
         if gc_was_enabled:
-            # Moving what exists now out of the collector's reach keeps the first collection
-            # after the import from scanning every record at once: that scan holds the GIL for
-            # most of a second, which would freeze the app's window while it runs.
-            gc.freeze()
+            # After a big import, the collector's next passes would scan every new record
+            # (about 0.1 s a pass per 200,000 records, GIL held: the app's window freezes).
+            # gc.freeze() moves everything that exists now out of its reach instead. The cost:
+            # cyclic garbage existing now is never collected (acyclic objects, records included,
+            # are still freed by reference counting). So freeze only when the import is big
+            # enough for the stall to show; a small one costs the collector a few milliseconds.
+            if len(records) + len(problems) >= _FREEZE_MIN:
+                gc.freeze()
             gc.enable()
 
     if not records:
