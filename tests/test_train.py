@@ -345,3 +345,15 @@ def test_checkpoints_are_automatic_by_default(tiny_model, data, tmp_path, monkey
     # An explicit interval is exact.
     cfg = config(tiny_model, data, tmp_path / "every3", max_steps=7, save_every=3)
     assert [e.step for e in train(cfg) if e.type == "checkpoint"] == [3, 6, 7]
+
+
+def test_validation_examples_left_out_are_reported(tiny_model, data, tmp_path):
+    val_path = write_data(tmp_path / "val.jsonl", n=3)
+    long = {"messages": [{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "word " * 400}]}  # fmt: skip
+    with open(val_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(long) + "\n")
+    cfg = config(tiny_model, data, tmp_path / "run", max_steps=1)
+    cfg.data.eval_path, cfg.data.overlong = str(val_path), "drop"
+    warnings = [e.message for e in train(cfg) if e.type == "log" and e.level == "warning"]
+    assert any(w.startswith("validation examples: 3 examples") and "dropped" in w for w in warnings)

@@ -155,7 +155,7 @@ def _prepare_data(cfg: RunConfig, tokenizer):
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None
     args = dict(seq_len=cfg.train.seq_len, train_on=cfg.data.train_on, overlong=cfg.data.overlong)
     train_ex, stats = build_examples(train_ds.records, tokenizer, template, **args)
-    val_ex, _ = (
+    val_ex, val_stats = (
         build_examples(list(val_records), tokenizer, template, **args)
         if val_records
         else ([], None)
@@ -166,13 +166,17 @@ def _prepare_data(cfg: RunConfig, tokenizer):
             "check the format and the sequence length",
             field="data.path",
         )
-    return split, train_ex, val_ex, stats
+    return split, train_ex, val_ex, stats, val_stats
 
 
-def _skipped_logs(split) -> Iterator[Log]:
+def _skipped_logs(split, val_stats, seq_len: int) -> Iterator[Log]:
     """A warning per data file that had records skipped: how many, and the first few lines."""
     from studio.core.data.records import first_problems
 
+    if val_stats is not None and (
+        val_stats.dropped or val_stats.no_labels or val_stats.template_errors
+    ):
+        yield Log(f"validation examples: {val_stats.summary(seq_len)}", level="warning")
     for ds, what in ((split.train, "training"), (split.val_file, "validation")):
         if ds is not None and ds.problems:
             yield Log(
@@ -229,7 +233,7 @@ def train(
         )
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    split, train_ex, val_ex, stats = _prepare_data(cfg, tokenizer)
+    split, train_ex, val_ex, stats, val_stats = _prepare_data(cfg, tokenizer)
     train_ds = split.train
     plan = make_plan(train_ex, cfg)
 
@@ -271,7 +275,7 @@ def train(
         f"{len(train_ds.records)} records kept, {train_ds.skipped} skipped; {stats.summary(t.seq_len)}; "
         f"{len(plan.rows)} rows of up to {t.seq_len} tokens; {len(val_ex)} validation examples"
     )
-    yield from _skipped_logs(split)
+    yield from _skipped_logs(split, val_stats, t.seq_len)
     yield Log(
         f"trainable parameters: {trainable:,} of {total_params:,}; device {device}, dtype {loaded.dtype}"
     )
