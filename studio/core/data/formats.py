@@ -492,11 +492,9 @@ def load_dataset(
     append = records.append
     # Every record survives, so the cyclic collector would rescan the growing heap again and
     # again (most of the import time on big files); records hold no cycles, so pause it.
+    # No gc.collect() here: the import runs on the app's worker thread, and a collection there
+    # can finalise Qt objects off the GUI thread (it crashed the app: a segfault).
     gc_was_enabled = gc.isenabled()
-    if gc_was_enabled:
-        # Young garbage from before the import goes now (a few milliseconds: the young
-        # generations are small), so the freeze below cannot keep it forever.
-        gc.collect(1)
     gc.disable()
     try:
         for n, (line, value, raw) in enumerate(chain(sample, rows)):
