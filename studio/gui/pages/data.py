@@ -68,7 +68,9 @@ def _table_header(path: str) -> list[str] | None:
     from studio.core.errors import DataError
 
     try:
-        return open_source(path).columns
+        source = open_source(path)
+        # Only a table with rows can be helped by saying which column is which.
+        return source.columns if next(source.rows, None) is not None else None
     except DataError:
         return None
 
