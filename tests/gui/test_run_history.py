@@ -147,3 +147,19 @@ def test_a_cli_run_still_going_is_followed(window, qtbot, project):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_let_go_workers_late_signals_do_not_reach_the_run_on_show(window, qtbot, project):
+    page = window.pages["Train"]
+    page.open_run_folder(project.runs_dir / "good")
+    first = page.worker
+    page.open_run_folder(project.runs_dir / "oom")
+    current = page.worker
+    assert first is not current and page.run_dir.name == "oom"
+    # What the first worker had queued before it was let go arrives now: ignored.
+    first.ended.emit(runs.RunState(folder=project.runs_dir / "good", status="completed"))
+    first.log_read.emit("from the other run\n")
+    assert page.worker is current and page.run_dir.name == "oom"
+    assert "from the other run" not in page.console.toPlainText()
+    qtbot.waitUntil(lambda: page.worker is None, timeout=10000)
+    assert page.run_state.status == "failed" and page.run_state.folder.name == "oom"

@@ -193,6 +193,8 @@ class TrainPage(QWidget):
             self._plots.redraw()
 
     def _caught_up(self) -> None:
+        if self._stale_signal():
+            return
         self._replaying = False
         self._redraw()
 
@@ -248,12 +250,19 @@ class TrainPage(QWidget):
         self.timer.start()
         self._update_buttons()
 
+    def _stale_signal(self) -> bool:
+        """A signal queued by a worker this page has since let go (another run is shown)."""
+        sender = self.sender()
+        return sender is not None and sender is not self.worker
+
     def _start_worker(self) -> None:
         worker = self.worker
         if worker is not None and not worker.isRunning() and not worker.isFinished():
             worker.start()
 
     def _events_read(self, items: list) -> None:
+        if self._stale_signal():
+            return
         s = self.run_state
         last_step = None
         for item in items:
@@ -288,6 +297,8 @@ class TrainPage(QWidget):
             self.status.setText(f"Reading the run: step {s.step}{total}…")
 
     def _log_read(self, text: str) -> None:
+        if self._stale_signal():
+            return
         bar = self.console.verticalScrollBar()
         at_end = bar.value() >= bar.maximum() - 2
         self.console.appendPlainText(text.rstrip("\n"))
@@ -295,6 +306,8 @@ class TrainPage(QWidget):
             bar.setValue(bar.maximum())
 
     def _ended(self, state: runs.RunState) -> None:
+        if self._stale_signal():
+            return
         live = self.run is not None
         self._end_worker(detach=False)
         self._replaying = False
