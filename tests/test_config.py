@@ -48,3 +48,23 @@ def test_bad_yaml_is_a_clear_error(tmp_path):
     p.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         RunConfig.load(p)
+
+
+def test_yaml_numbers_are_read_as_their_fields_types(tmp_path):
+    from studio.core.config import RunConfig
+    from studio.core.errors import ConfigError
+
+    path = tmp_path / "run.yaml"
+    # PyYAML reads 2e-4 (no dot) as a string and 8.0 as a float: both are what people write.
+    path.write_text("train:\n  lr: 2e-4\n  max_steps: 8.0\n  packing: 'false'\n", encoding="utf-8")
+    cfg = RunConfig.load(path)
+    assert cfg.train.lr == 2e-4 and cfg.train.max_steps == 8 and cfg.train.packing is False
+    for text, field, why in [
+        ("train:\n  max_steps: 2.5\n", "train.max_steps", "whole number"),
+        ("train:\n  lr: fast\n", "train.lr", "number"),
+        ("lora:\n  r: sixteen\n", "lora.r", "whole number"),
+    ]:
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=why) as e:
+            RunConfig.load(path)
+        assert e.value.field == field

@@ -357,3 +357,50 @@ def test_validation_examples_left_out_are_reported(tiny_model, data, tmp_path):
     cfg.data.eval_path, cfg.data.overlong = str(val_path), "drop"
     warnings = [e.message for e in train(cfg) if e.type == "log" and e.level == "warning"]
     assert any(w.startswith("validation examples: 3 examples") and "dropped" in w for w in warnings)
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_loss_matches_the_models_own_for_models_that_scale_their_logits(
+    tiny_model, tmp_path, monkeypatch, listed
+):
+    import torch
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    from studio.core import train as train_module
+    from studio.core.config import LoraConfig as StudioLora
+    from studio.core.lora import apply_lora
+
+    if not listed:  # the check on the first batch must catch what the key list misses
+        monkeypatch.setattr(train_module, "SCALED_LOGITS", ())
+    torch.manual_seed(0)
+    conf = GraniteConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         logits_scaling=8.0)  # fmt: skip
+    model = apply_lora(GraniteForCausalLM(conf), StudioLora(r=4, lora_alpha=8, lora_dropout=0.0))
+    ids = torch.randint(0, 128, (2, 24))
+    batch = {"input_ids": ids, "labels": ids.clone(),
+             "position_ids": torch.arange(24).expand(2, 24)}  # fmt: skip
+    loss_fn = train_module.LossFn(model)
+    total, count = loss_fn(batch)
+    own = model(input_ids=ids, labels=ids, use_cache=False).loss
+    assert not loss_fn.fast
+    assert abs(float(total) / count - float(own)) < 1e-4
+
+
+def test_the_fast_loss_path_stays_on_for_plain_models(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from studio.core.config import LoraConfig as StudioLora
+    from studio.core.lora import apply_lora
+    from studio.core.train import LossFn
+
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(str(tiny_model)), StudioLora(r=4))
+    ids = torch.randint(0, 100, (1, 20))
+    batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(20)[None]}
+    loss_fn = LossFn(model)
+    total, count = loss_fn(batch)
+    assert loss_fn.fast and loss_fn.checked
+    model.eval()
+    own = model(input_ids=ids, labels=ids, use_cache=False).loss
+    assert abs(float(total) / count - float(own)) < 1e-3

@@ -8,6 +8,7 @@ naming the field (as the user would spell it in run.yaml, e.g. `lora.r`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -312,10 +313,40 @@ def _build(cls, values: dict[str, Any], section: str):
             f"{section}.{unknown[0]}: unknown setting (known: {', '.join(sorted(names))})",
             field=f"{section}.{unknown[0]}",
         )
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(v, hints.get(k), f"{section}.{k}") for k, v in values.items()}
     try:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"{section}: {e}", field=section) from None
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """A YAML value as the field's type: YAML reads 2e-4 as a string, 10.0 as a float."""
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: must be a number; got {value!r}", field=name)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{name}: must be a whole number; got {value!r}", field=name)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ConfigError(f"{name}: must be true or false; got {value!r}", field=name)
+    return value
 
 
 def replace_field(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:

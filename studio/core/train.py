@@ -76,6 +76,10 @@ def micro_batch_rows(
     return [plan.rows[i] for i in order[k * batch_size : (k + 1) * batch_size]]
 
 
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier")
+"""Config keys of models that change their logits after the LM head."""
+
+
 class LossFn:
     """Sum of token losses and the token count for a batch.
 
@@ -89,12 +93,35 @@ class LossFn:
         self.model = model
         self.decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
         self.head = base.get_output_embeddings()
-        special = any(getattr(conf, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+        special = any(getattr(conf, k, None) for k in SCALED_LOGITS)
         self.fast = self.decoder is not None and self.head is not None and not special
+        self.checked = not self.fast
+
+    def check_fast_path(self, batch) -> None:
+        """Use the fast path only if it gives the model's own logits (checked once, on a few
+        tokens, without dropout): some models scale or cap their logits after the head
+        (Granite divides by logits_scaling, Falcon-H1 multiplies...), which it would skip."""
+        import torch
+
+        self.checked = True
+        ids = batch["input_ids"][:1, :16]
+        pos = batch["position_ids"][:1, :16]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                own = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits.float()
+                hidden = self.decoder(input_ids=ids, position_ids=pos, use_cache=False)
+                fast = self.head(hidden.last_hidden_state).float()
+        finally:
+            self.model.train(was_training)
+        self.fast = bool((own - fast).abs().max() <= 0.02 * own.abs().max() + 1e-4)
 
     def __call__(self, batch):
         import torch.nn.functional as F
 
+        if not self.checked:
+            self.check_fast_path(batch)
         target = batch["labels"][:, 1:]
         mask = target != IGNORE
         if self.fast:
