@@ -24,6 +24,12 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Runs without --output go to ./runs: keep them out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_underscore_spellings_are_accepted():
     assert normalize_argv(["--lora_rank", "8", "--max_steps=3", "-x", "a_b"]) == [
         "--lora-rank",
@@ -63,11 +69,28 @@ def test_bad_settings_exit_2_naming_the_field(tiny_model, data, tmp_path, capsys
     assert err.startswith("error: ") and field in err and "Traceback" not in err
 
 
-def test_missing_model_folder_exits_2(data, tmp_path, capsys):
+def test_missing_model_folder_exits_2_and_leaves_no_run_folder(data, tmp_path, capsys):
+    out = tmp_path / "runs" / "new"
     code, _, err = run_cli(
-        ["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet"], capsys
-    )
+        ["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet",
+         "--output", str(out)],
+        capsys,
+    )  # fmt: skip
     assert code == 2 and "model.path" in err and "no such folder" in err
+    assert not out.exists()  # a run that never started does not clutter the history
+    # A folder the app prepared (with its run.yaml) keeps the error for the Train page.
+    from studio.core.config import RunConfig
+    from studio.core.events import read_events
+
+    prepared = tmp_path / "runs" / "from-app"
+    prepared.mkdir(parents=True)
+    RunConfig(output=str(prepared)).save(prepared / "run.yaml")
+    code, _, _ = run_cli(
+        ["train", "--model", str(tmp_path / "nope"), "--data", str(data), "--quiet",
+         "--output", str(prepared)],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and read_events(prepared / "events.jsonl")[-1].type == "error"
 
 
 def test_unreadable_data_exits_2(tiny_model, tmp_path, capsys):
@@ -87,9 +110,9 @@ def test_unreadable_data_exits_2(tiny_model, tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "data.path" in err and "bad.jsonl" in err and "Traceback" not in err
-    # The run folder records why it failed, for the app's run history.
-    events = [json.loads(x) for x in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
-    assert events[-1]["type"] == "error"
+    # A run folder made for this run only is gone (the app's own folders keep the error: see
+    # test_missing_model_folder_exits_2_and_leaves_no_run_folder).
+    assert not (tmp_path / "r").exists()
 
 
 def test_pickle_weights_are_refused_unless_allowed(tiny_model, data, tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import threading
 import time
@@ -465,6 +466,7 @@ def run_training(
 ) -> Event:
     """Train, writing run.yaml and events.jsonl; returns the last event (Done or Failed)."""
     run_dir = Path(cfg.output)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume or not (run_dir / "run.yaml").exists():
         cfg.save(run_dir / "run.yaml")
@@ -486,6 +488,11 @@ def run_training(
         log.write(failed)
         if on_event:
             on_event(failed)
+        log.close()
+        if created and last is None:
+            # A folder made just now for a run that never started (a mistyped --model, say)
+            # would only clutter the run history.
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
         log.close()
