@@ -404,3 +404,16 @@ def test_the_fast_loss_path_stays_on_for_plain_models(tiny_model):
     model.eval()
     own = model(input_ids=ids, labels=ids, use_cache=False).loss
     assert abs(float(total) / count - float(own)) < 1e-3
+
+
+def test_events_are_standard_json_even_with_inf_or_nan(tmp_path):
+    from studio.core.events import EventLog, Step
+
+    log = EventLog(tmp_path / "events.jsonl")
+    log.write(Step(step=1, epoch=0.1, loss=2.0, lr=1e-3, grad_norm=float("inf"),
+                   tokens_per_s=10.0, elapsed_s=1.0, eta_s=float("nan")))  # fmt: skip
+    log.close()
+    text = (tmp_path / "events.jsonl").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON: {c}"))
+    assert row["grad_norm"] is None and row["eta_s"] is None and row["loss"] == 2.0

@@ -7,6 +7,7 @@ turns into one JSON object with a `"type"` key (see `to_dict`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,12 @@ class Event:
     time: float = field(default_factory=time.time, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """As written to events.jsonl: standard JSON, so inf and NaN (a grad norm skipped by
+        fp16 loss scaling) are written as null."""
+        d = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in asdict(self).items()
+        }
         d["type"] = self.type
         return d
 

@@ -417,7 +417,7 @@ def train(
                 last_save = time.perf_counter()
         adapter = _save_adapter(model, tokenizer, run_dir)
         yield Done(step=step, adapter=str(adapter), final_loss=last_loss, eval_loss=last_eval)
-    except torch.OutOfMemoryError:
+    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):  # torch < 2.5
         yield Failed(
             message=f"out of memory at step {step + 1}. Try a smaller batch size, a shorter sequence "
             "length, gradient checkpointing, or QLoRA (4-bit). The last checkpoint is kept.",
