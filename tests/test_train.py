@@ -417,3 +417,17 @@ def test_events_are_standard_json_even_with_inf_or_nan(tmp_path):
     assert "Infinity" not in text and "NaN" not in text
     row = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON: {c}"))
     assert row["grad_norm"] is None and row["eta_s"] is None and row["loss"] == 2.0
+
+
+def test_python_api_resume_continues_the_same_run(tiny_model, data, tmp_path, monkeypatch):
+    from studio import Trainer
+    from studio.core.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)  # no output=: runs/run-<time> under the current folder
+    trainer = Trainer(model_path=str(tiny_model), seq_len=64, save_every=2)
+    with pytest.raises(ConfigError, match="output"):
+        trainer.train(data_path=str(data), resume=True)  # nothing to continue yet
+    first = trainer.train(data_path=str(data), max_steps=2)
+    more = trainer.train(data_path=str(data), max_steps=4, resume=True)
+    assert more.status == "completed" and more.adapter_path.parent == first.adapter_path.parent
+    assert more.metrics["steps"] == 4

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
-from studio.core.errors import TrainingFailed
+from studio.core.errors import ConfigError, TrainingFailed
 
 
 @dataclass
@@ -41,8 +41,12 @@ class Trainer:
         self.lora = config or LoraConfig()
         self.output = output
         self.options = options
+        self.last_output: str | None = None
+        """The run folder of the last train() call."""
 
-    def _config(self, data_path: str, overrides: dict[str, Any]) -> RunConfig:
+    def _config(
+        self, data_path: str, overrides: dict[str, Any], previous: str | None = None
+    ) -> RunConfig:
         opts = {**self.options, **overrides}
         sections = {}
         for cls, name in ((ModelConfig, "model"), (TrainConfig, "train"), (DataConfig, "data")):
@@ -50,7 +54,9 @@ class Trainer:
             sections[name] = {k: opts.pop(k) for k in list(opts) if k in names and k != "path"}
         if opts:
             raise TypeError(f"unknown training option(s): {', '.join(sorted(opts))}")
-        output = self.output or str(Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+        output = (
+            self.output or previous or str(Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         return RunConfig(
             model=ModelConfig(path=self.model_path, **sections["model"]),
             lora=self.lora,
@@ -64,7 +70,14 @@ class Trainer:
     ) -> TrainResult:
         from studio.core.train import run_training
 
-        cfg = self._config(data_path, overrides)
+        if resume and not (self.output or self.last_output):
+            raise ConfigError(
+                "output: resuming needs the run folder; pass output= (the folder of the run "
+                "to continue)",
+                field="output",
+            )
+        cfg = self._config(data_path, overrides, self.last_output if resume else None)
+        self.last_output = cfg.output  # train(resume=True) continues this run
         losses: list[float] = []
 
         def collect(event):
