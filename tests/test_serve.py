@@ -301,3 +301,31 @@ def test_client_resetting_its_connection_prints_no_traceback(server, capfd):
     assert raw(server, "GET", "/v1/models")[0] == 200
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def test_error_mid_stream_is_one_error_event_then_done(server, client, monkeypatch, caplog):
+    """Headers are out once a stream starts: a failure must end the stream in-band (one error
+    event, [DONE], the closing chunk), never a second HTTP response inside the stream."""
+    from studio.core.generation import Generation
+
+    def broken(self):
+        yield "Hi"
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Generation, "_run", broken)
+    body = {"model": "model", "messages": HELLO, "max_tokens": 4, "stream": True}
+    with caplog.at_level("ERROR", logger="studio.serve"):
+        status, text = raw(server, "POST", "/v1/chat/completions", body)
+    assert status == 200 and "HTTP/1.1" not in text, text
+    events = [e for e in text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events), events
+    assert events[-1] == "data: [DONE]"
+    errors = [json.loads(e[6:]) for e in events[:-1] if '"error"' in e]
+    assert len(errors) == 1 and set(errors[0]["error"]) == {"message", "type", "param", "code"}
+    assert "boom" in errors[0]["error"]["message"]
+    assert "boom" in caplog.text  # logged with its traceback for the operator
+    # The official client reports it as an API error, and the connection stays usable.
+    with pytest.raises(openai.APIError, match="boom"):
+        list(client.chat.completions.create(**body))
+    monkeypatch.undo()
+    assert client.chat.completions.create(model="model", messages=HELLO, max_tokens=2).choices

@@ -263,6 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise api.bad_request(f"the request body is not valid JSON: {e}") from None
 
     def _dispatch(self, routes: dict) -> None:
+        self.streaming = False  # set once a streamed answer's headers are out
         try:
             if self.command == "POST":
                 self._read_body()
@@ -283,6 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception as e:  # answer 500 in OpenAI's shape rather than dropping the client
             log.exception("request failed")
+            if self.streaming:  # a response is under way: another one cannot follow it
+                self.close_connection = True
+                return
             try:
                 self._error(api.ApiError(500, f"internal error: {e}", type="server_error"))
             except OSError:
@@ -340,8 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if req.stream:
                     self._stream(req, gen, rid, name, prefix == "chatcmpl")
                 else:
-                    for _ in gen:
-                        pass
+                    try:
+                        for _ in gen:
+                            pass
+                    except StudioError as e:
+                        raise api.bad_request(str(e), e.field) from None
                     if gen.finish_reason == "cancelled" and self.app.stopping.is_set():
                         raise api.ApiError(503, "the server is shutting down", type="server_error")
                     body = api.chat_response if prefix == "chatcmpl" else api.completion_response
@@ -356,6 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.streaming = True
 
         def event(obj) -> None:
             data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
@@ -365,21 +373,35 @@ class _Handler(BaseHTTPRequestHandler):
 
         if chat:
             event(api.chat_chunk(rid, name, {"role": "assistant", "content": ""}))
-        for piece in gen:
+        try:
+            for piece in gen:
+                event(
+                    api.chat_chunk(rid, name, {"content": piece})
+                    if chat
+                    else api.completion_chunk(rid, name, piece)
+                )
+        except OSError:
+            raise  # the client went away: nothing more can be sent
+        except Exception as e:
+            # The 200 and its headers are out, so a second response cannot follow: the error
+            # goes in-band as one event in OpenAI's shape (the openai client raises it as an
+            # APIError), then the stream ends properly.
+            if isinstance(e, StudioError):
+                error = api.bad_request(str(e), e.field)
+            else:
+                log.exception("streamed answer failed")
+                error = api.ApiError(500, f"internal error: {e}", type="server_error")
+            event(error.body())
+        else:
+            reason = api.finish(gen.finish_reason)
             event(
-                api.chat_chunk(rid, name, {"content": piece})
+                api.chat_chunk(rid, name, {}, reason)
                 if chat
-                else api.completion_chunk(rid, name, piece)
+                else api.completion_chunk(rid, name, "", reason)
             )
-        reason = api.finish(gen.finish_reason)
-        event(
-            api.chat_chunk(rid, name, {}, reason)
-            if chat
-            else api.completion_chunk(rid, name, "", reason)
-        )
-        if req.include_usage:
-            make = api.chat_chunk if chat else api.completion_chunk
-            event(make(rid, name, {} if chat else "", use=api.usage(gen)))
+            if req.include_usage:
+                make = api.chat_chunk if chat else api.completion_chunk
+                event(make(rid, name, {} if chat else "", use=api.usage(gen)))
         event("[DONE]")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
