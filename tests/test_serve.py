@@ -329,3 +329,30 @@ def test_error_mid_stream_is_one_error_event_then_done(server, client, monkeypat
         list(client.chat.completions.create(**body))
     monkeypatch.undo()
     assert client.chat.completions.create(model="model", messages=HELLO, max_tokens=2).choices
+
+
+@pytest.mark.parametrize(
+    "field, literal",
+    [
+        ("max_tokens", "Infinity"),
+        ("max_tokens", "NaN"),
+        ("top_k", "1e400"),
+        ("top_k", "-1e400"),
+        ("top_k", str(2**70)),
+        ("temperature", "1" + "0" * 400),
+        ("temperature", "Infinity"),
+        ("repetition_penalty", "Infinity"),
+        ("seed", str(2**70)),
+        ("seed", str(-(2**70))),
+    ],
+)
+def test_non_finite_or_out_of_range_numbers_are_400(server, field, literal):
+    body = (
+        '{"model": "model", "messages": [{"role": "user", "content": "hi"}], '
+        f'"max_tokens": 2, "{field}": {literal}}}'
+    ).encode()
+    for stream in (False, True):
+        data = body.replace(b'"max_tokens": 2,', b'"max_tokens": 2, "stream": true,', 1)
+        status, reply = raw(server, "POST", "/v1/chat/completions", data if stream else body)
+        assert status == 400, reply
+        assert reply["error"]["param"] == field and field in reply["error"]["message"]

@@ -14,6 +14,7 @@ torch is imported inside functions so the GUI can import this module for free.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,10 @@ from studio.core.errors import ConfigError, StudioError
 from studio.core.train import CancelToken
 
 __all__ = ["CancelToken", "Generation", "GenerationSettings", "PromptTooLong", "generate"]
+
+
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+"""The seeds torch.Generator.manual_seed accepts."""
 
 
 class PromptTooLong(StudioError):
@@ -52,7 +57,11 @@ class GenerationSettings:
     """Extra stop strings, on top of the chat template's own."""
 
     def __post_init__(self):
-        _check(self.temperature >= 0, "temperature", f"must be 0 or more; got {self.temperature!r}")
+        _check(
+            0 <= self.temperature < math.inf,
+            "temperature",
+            f"must be a finite number, 0 or more; got {self.temperature!r}",
+        )
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1]; got {self.top_p!r}")
         _check(self.top_k >= 0, "top_k", f"must be 0 or more; got {self.top_k!r}")
         _check(
@@ -61,9 +70,20 @@ class GenerationSettings:
             f"must be at least 1; got {self.max_new_tokens!r}",
         )
         _check(
-            self.repetition_penalty > 0,
+            0 < self.repetition_penalty < math.inf,
             "repetition_penalty",
-            f"must be positive; got {self.repetition_penalty!r}",
+            f"must be a finite positive number; got {self.repetition_penalty!r}",
+        )
+        # torch.Generator.manual_seed takes any value that fits 64 bits, signed or not.
+        _check(
+            self.seed is None
+            or (
+                isinstance(self.seed, int)
+                and not isinstance(self.seed, bool)
+                and SEED_MIN <= self.seed <= SEED_MAX
+            ),
+            "seed",
+            f"must be a whole number from {SEED_MIN} to {SEED_MAX}; got {self.seed!r}",
         )
         self.stop = [s for s in (self.stop or []) if s]
 

@@ -7,6 +7,7 @@ newer options still work; fields we cannot honour (n > 1, logprobs) are refused 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,17 +68,31 @@ class Request:
     """For (legacy) completions."""
 
 
+# Whole numbers must fit a signed 64-bit integer (what torch and every OpenAI client use).
+INT_MAX = 2**63 - 1
+
+
 def _number(body: dict, name: str, kind, default):
     value = body.get(name)
     if value is None:
         return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or (kind is int and value != int(value))
-    ):
-        raise bad_request(f"'{name}' must be a {'whole number' if kind is int else 'number'}", name)
-    return kind(value)
+    what = "whole number" if kind is int else "number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad_request(f"'{name}' must be a {what}", name)
+    # Python's json accepts Infinity, NaN and 1e400 (= inf): refuse them here, before any
+    # arithmetic on them overflows.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad_request(f"'{name}' must be a finite {what}; got {value}", name)
+    if kind is int:
+        if value != int(value):
+            raise bad_request(f"'{name}' must be a {what}", name)
+        if not -INT_MAX - 1 <= value <= INT_MAX:
+            raise bad_request(f"'{name}' is out of range (-2**63 to 2**63-1)", name)
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:  # a whole number too big for a float
+        raise bad_request(f"'{name}' is out of range", name) from None
 
 
 def _settings(body: dict) -> GenerationSettings:
@@ -90,6 +105,7 @@ def _settings(body: dict) -> GenerationSettings:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad_request("'seed' must be a whole number", "seed")
+    # The range itself is GenerationSettings' to check (what the torch generator accepts).
     try:
         return GenerationSettings(
             temperature=_number(body, "temperature", float, 1.0),
