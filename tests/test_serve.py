@@ -356,3 +356,25 @@ def test_non_finite_or_out_of_range_numbers_are_400(server, field, literal):
         status, reply = raw(server, "POST", "/v1/chat/completions", data if stream else body)
         assert status == 400, reply
         assert reply["error"]["param"] == field and field in reply["error"]["message"]
+
+
+def test_bad_content_length_is_400_not_a_hang(server):
+    import socket
+
+    for length, status in (("-1", 400), ("-100", 400), ("abc", 400), (str(2**40), 413)):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {KEY}\r\nContent-Length: {length}\r\n\r\n".encode()
+                + b'{"model": "model"}'
+            )
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                part = sock.recv(4096)  # times out (fails) if the server waits for EOF
+                if not part:
+                    break
+                reply += part
+        finally:
+            sock.close()
+        assert reply.startswith(f"HTTP/1.1 {status} ".encode()), (length, reply)

@@ -247,8 +247,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
+            length = -1
+        if length < 0:  # rfile.read(-1) would wait for the client to close the connection
             self.close_connection = True
-            raise api.bad_request("the Content-Length header is not a number") from None
+            raise api.bad_request("the Content-Length header is not a number of bytes")
         if length > MAX_BODY:
             self.close_connection = True
             raise api.ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
