@@ -106,3 +106,16 @@ def test_errors_are_one_clear_line(tmp_path, capsys, tiny_model):
         == 2
     )
     assert "adapter_config.json" in capsys.readouterr().err
+
+
+def test_template_refusing_the_conversation_is_one_clear_line(tmp_path, capsys):
+    from studio.core.tiny import CHATML_TEMPLATE, build_model
+
+    refusing = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + CHATML_TEMPLATE
+    )
+    path = build_model(tmp_path / "model", chat_template=refusing)
+    code = main(["chat", "--model", str(path), "--system", "Be brief.", "--prompt", "hi"])
+    err = capsys.readouterr().err
+    assert code == 2 and "System role not supported" in err and "Traceback" not in err

@@ -306,3 +306,22 @@ def test_a_misfit_adapter_leaves_the_shared_base_untouched(tiny_model, run_dir, 
     with pytest.raises(ModelError, match="does not fit this base model .its layer"):
         load_chat_model(str(other), run_dir, share_with=base)
     assert base.shared.peft is None and _answer(base) == before
+
+
+def test_a_template_refusing_the_conversation_is_a_studio_error(tmp_path):
+    """A Gemma-style template that raises on a system turn: a clear StudioError naming
+    'messages', not a jinja2 TemplateError."""
+    from studio.core.errors import StudioError
+    from studio.core.tiny import CHATML_TEMPLATE, build_model
+
+    refusing = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + CHATML_TEMPLATE
+    )
+    model = load_chat_model(str(build_model(tmp_path / "model", chat_template=refusing)))
+    with pytest.raises(
+        StudioError, match="refuses this conversation: System role not supported"
+    ) as e:
+        model.chat([{"role": "system", "content": "Be brief."}, *HELLO], GREEDY)
+    assert e.value.field == "messages"
+    assert model.prompt_ids(HELLO)  # a conversation it accepts still renders

@@ -378,3 +378,37 @@ def test_bad_content_length_is_400_not_a_hang(server):
         finally:
             sock.close()
         assert reply.startswith(f"HTTP/1.1 {status} ".encode()), (length, reply)
+
+
+REFUSING_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_template_refusing_the_conversation_is_400(tmp_path_factory):
+    from studio.core.tiny import build_model
+
+    path = build_model(tmp_path_factory.mktemp("gemma") / "model", chat_template=REFUSING_TEMPLATE)
+    with App(load_chat_model(str(path))).start(port=0) as app:
+        messages = [{"role": "system", "content": "Be brief."}, *HELLO]
+        for stream in (False, True):
+            status, body = raw(
+                app,
+                "POST",
+                "/v1/chat/completions",
+                {"model": "model", "messages": messages, "max_tokens": 2, "stream": stream},
+            )
+            assert status == 400 and body["error"]["param"] == "messages"
+            assert "System role not supported" in body["error"]["message"]
+        status, body = raw(
+            app,
+            "POST",
+            "/v1/chat/completions",
+            {"model": "model", "messages": HELLO, "max_tokens": 2},
+        )
+        assert status == 200 and body["choices"][0]["message"]["content"] is not None

@@ -207,8 +207,24 @@ class ChatModel:
         return self.shared.lock
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """The conversation rendered and tokenized exactly as training did."""
-        text = self.template.prompt(messages)
+        """The conversation rendered and tokenized exactly as training did.
+
+        A model's own template may refuse a conversation (Gemma's raises "System role not
+        supported", Mistral's wants user and assistant turns to alternate): that is the
+        caller's to fix, so it comes out as a StudioError naming the messages.
+        """
+        try:
+            from jinja2 import TemplateError
+        except ImportError:  # no jinja2, so no tokenizer template to refuse anything
+            TemplateError = ()  # noqa: N806
+        try:
+            text = self.template.prompt(messages)
+        except TemplateError as e:
+            msg = str(e).strip() or type(e).__name__
+            raise StudioError(
+                f"messages: the model's chat template refuses this conversation: {msg}",
+                field="messages",
+            ) from None
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def chat(
