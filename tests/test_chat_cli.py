@@ -119,3 +119,48 @@ def test_template_refusing_the_conversation_is_one_clear_line(tmp_path, capsys):
     code = main(["chat", "--model", str(path), "--system", "Be brief.", "--prompt", "hi"])
     err = capsys.readouterr().err
     assert code == 2 and "System role not supported" in err and "Traceback" not in err
+
+
+def test_interactive_chat_survives_a_conversation_too_long(tiny_model, capsys, monkeypatch):
+    """Outgrowing the context is reported and the chat goes on: the long message is dropped
+    and the next one is answered; end of input still exits 0."""
+    calls = []
+    real_chat = ChatModel.chat
+
+    def spy(self, messages, *a, **k):
+        calls.append([dict(m) for m in messages])
+        return real_chat(self, messages, *a, **k)
+
+    monkeypatch.setattr(ChatModel, "chat", spy)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("word " * 1500 + "\nhello\n"))
+    code = main(["chat", "--model", str(tiny_model), "--max-new-tokens", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(calls) == 2 and calls[1] == [{"role": "user", "content": "hello"}]
+    assert "context" in err and "/reset" in err and "Traceback" not in err
+    assert "tokens/s" in err  # "hello" was answered
+
+
+def test_interactive_chat_with_the_demo_model_piped(tmp_path):
+    """The reported repro, end to end: a 1,500-word line, then "hello", into `studio chat`."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio",
+            "chat",
+            "--model",
+            str(demo_dir() / "model"),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+        ],
+        input="word " * 1500 + "\nhello\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tokens/s" in done.stderr and "Traceback" not in done.stderr

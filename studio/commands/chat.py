@@ -105,6 +105,7 @@ def answer(model, messages, settings, out=None) -> str:
 
 
 def run(args) -> int:
+    from studio.core.errors import StudioError
     from studio.core.generation import GenerationSettings
 
     settings = GenerationSettings(
@@ -146,7 +147,15 @@ def run(args) -> int:
             print(HELP, file=sys.stderr)
             continue
         history.append({"role": "user", "content": line})
-        reply = answer(model, history, settings)
+        try:
+            reply = answer(model, history, settings)
+        except StudioError as e:
+            # E.g. the conversation outgrew the context, or the model's template refuses it:
+            # say so and carry on without this message (/reset or a shorter one may fit).
+            history.pop()
+            print(f"error: {e.message}", file=sys.stderr)
+            print("(message dropped; type /reset for a new conversation)", file=sys.stderr)
+            continue
         history.append({"role": "assistant", "content": reply})
 
 
