@@ -164,3 +164,25 @@ def test_interactive_chat_with_the_demo_model_piped(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "tokens/s" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_dtype_and_allow_pickle_flags_reach_the_loader(command, monkeypatch, capsys):
+    import studio.core.infer as infer
+    from studio.core.errors import ModelError
+
+    seen = []
+
+    def fake_load(*a, **k):
+        seen.append(k)
+        raise ModelError("stop here", field="model.path")
+
+    monkeypatch.setattr(infer, "load_chat_model", fake_load)
+    extra = ["--prompt", "hi"] if command == "chat" else ["--port", "0"]
+    assert main([command, "--model", "m", *extra]) == 2
+    assert main([command, "--model", "m", "--dtype", "bfloat16", "--allow-pickle", *extra]) == 2
+    assert [(k["dtype"], k["allow_pickle"]) for k in seen] == [("auto", False), ("bfloat16", True)]
+    with pytest.raises(SystemExit) as e:
+        main([command, "--model", "m", "--dtype", "int8", *extra])
+    assert e.value.code == 2
+    capsys.readouterr()

@@ -36,7 +36,18 @@ def add_model_arguments(p) -> None:
         help="chat template (default: the one the run trained with, else the model's own)",
     )
     p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="weights' type (auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU)",
+    )
+    p.add_argument(
         "--trust-remote-code", action="store_true", help="run code shipped in the model folder"
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle-based .bin weights (can run arbitrary code; off by default)",
     )
 
 
@@ -75,8 +86,10 @@ def load(args, out=None):
         args.adapter,
         quant=args.quant,
         device=args.device,
+        dtype=args.dtype,
         template=args.template or "",
         trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
     )
 
 
