@@ -283,3 +283,17 @@ def test_remote_code_is_refused_unless_asked(tiny_model, data, tmp_path, capsys)
         capsys,
     )
     assert code == 2 and "trust" in err and "remote code ran" not in err
+
+
+def test_resume_refuses_settings_that_would_not_continue_the_same_run(
+    tiny_model, data, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    base = ["train", "--model", str(tiny_model), "--data", str(data), "--output", str(out),
+            "--seq-len", "64", "--quiet"]  # fmt: skip
+    assert run_cli([*base, "--max-steps", "2"], capsys)[0] == 0
+    resume = ["train", "--resume", "--output", str(out), "--quiet"]
+    code, _, err = run_cli([*resume, "--batch-size", "3"], capsys)
+    assert code == 2 and "train.batch_size is 4, not 3" in err and "start a new run" in err
+    # How often it evaluates or saves may change; the run's own settings resume as they are.
+    assert run_cli([*resume, "--eval-every", "1"], capsys)[0] == 0

@@ -88,10 +88,13 @@ def build_config(args):
     from studio.core.paths import demo_dir
 
     output = args.output
+    saved = None
+    if args.resume and output and (Path(output) / "run.yaml").is_file():
+        saved = RunConfig.load(Path(output) / "run.yaml")
     if args.config:
         cfg = RunConfig.load(args.config)
-    elif args.resume and output and (Path(output) / "run.yaml").is_file():
-        cfg = RunConfig.load(Path(output) / "run.yaml")
+    elif saved is not None:
+        cfg = saved
     else:
         cfg = RunConfig()
     if args.demo:
@@ -102,7 +105,7 @@ def build_config(args):
             cfg = _set(cfg, "model.path", str(demo / "model"))
         if not cfg.data.path:
             cfg = _set(cfg, "data.path", str(demo / "data.jsonl"))
-        if not args.config:
+        if not args.config and saved is None:  # a resumed run keeps its own settings
             for key, value in DEMO.items():
                 cfg = _set(cfg, key, value)
     from studio.core.config import FLAGS
@@ -123,7 +126,51 @@ def build_config(args):
         raise ConfigError(
             "data.path: no training data given; pass --data FILE (or --demo)", field="data.path"
         )
-    return _absolute(cfg)
+    cfg = _absolute(cfg)
+    if saved is not None:
+        _check_resumable(saved, cfg)
+    return cfg
+
+
+# What may change when a run is resumed: how often it evaluates and saves, and where it runs.
+# Anything else changes the step plan, the data or the model, so the rest would not continue
+# the same run (and its run.yaml would no longer describe it).
+RESUME_MAY_CHANGE = {
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.gradient_checkpointing",
+    "train.mixed_precision",
+    "model.device",
+    "model.allow_pickle",
+}
+
+
+def _check_resumable(saved, cfg) -> None:
+    from studio.core.errors import ConfigError
+
+    def flat(c):
+        out = {}
+        for section, values in c.to_dict().items():
+            if isinstance(values, dict):
+                out.update({f"{section}.{k}": v for k, v in values.items()})
+            else:
+                out[section] = values
+        return out
+
+    before, after = flat(saved), flat(cfg)
+    changed = [
+        k
+        for k in after
+        if k not in RESUME_MAY_CHANGE and k != "output" and before.get(k) != after[k]
+    ]
+    if changed:
+        shown = "; ".join(f"{k} is {before.get(k)!r}, not {after[k]!r}" for k in changed[:4])
+        raise ConfigError(
+            f"resume: in the run's run.yaml {shown}. With other settings this would not "
+            "continue the same run: drop those flags to resume it as it was, or start a new run.",
+            field="resume",
+        )
 
 
 def _absolute(cfg):
