@@ -128,7 +128,7 @@ def build_config(args):
         )
     cfg = _absolute(cfg)
     if saved is not None:
-        _check_resumable(saved, cfg)
+        _check_resumable(_absolute(saved), cfg)
     return cfg
 
 
