@@ -25,7 +25,9 @@ def create_app(
     quant: str = "none",
     device: str = "auto",
     template: str = "",
+    dtype: str = "auto",
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> App:
     """Load the model (or use an already loaded `model`, a ChatModel) and wrap it in an App."""
     if model is None:
@@ -37,6 +39,8 @@ def create_app(
             quant=quant,
             device=device,
             template=template,
+            dtype=dtype,
             trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
         )
     return App(model, api_key=api_key, model_id=model_id)
