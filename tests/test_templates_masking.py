@@ -152,3 +152,35 @@ def test_labelled_tokens_decode_to_assistant_contents_plus_end_markers(tok, conv
     expected = "".join(m["content"] + eot for m in conv if m["role"] == "assistant")
     assert trained_text(ex, tok) == expected
     assert len(ex.input_ids) == len(ex.labels)
+
+
+def _sentencepiece_like_tokenizer():
+    """A Llama-2-style tokenizer: words start with the ▁ marker, one is added at the start."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    texts = [m["content"] for m in CONV] * 20 + ["user assistant system"] * 20
+    core.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"]),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["byte-level BPE", "SentencePiece-like"])
+def test_training_tokens_are_the_whole_prompts_tokens(tok, kind):
+    tokenizer = tok if kind == "byte-level BPE" else _sentencepiece_like_tokenizer()
+    template = resolve_template(tokenizer, "chatml")
+    segments = template.segments(CONV)
+    ex = tokenize_segments(tokenizer, segments)
+    whole = tokenizer("".join(t for t, _ in segments), add_special_tokens=False)["input_ids"]
+    # What the model trains on is exactly what generation feeds it (segment-by-segment
+    # tokenising gave each answer a word-start marker a whole prompt never has).
+    assert ex.input_ids == whole
+    assert trained_text(ex, tokenizer).replace(" ", "") == "Hello🙂<|im_end|>Yes.<|im_end|>"

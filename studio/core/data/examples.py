@@ -76,9 +76,58 @@ def record_segments(record: Record, template: ChatTemplate, eos: str) -> list[tu
 def tokenize_segments(
     tokenizer, segments: list[tuple[str, bool]], train_on: str = "assistant"
 ) -> Example:
-    texts = [t for t, _ in segments]
-    pieces = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    return _join(pieces, [tr for _, tr in segments], train_on)
+    return _tokenize_many(tokenizer, [segments], train_on)[0]
+
+
+def _tokenize_many(
+    tokenizer, records: list[list[tuple[str, bool]]], train_on: str
+) -> list[Example]:
+    """Each record's segments tokenised as one text, exactly as generation sees a prompt.
+
+    Tokenising segment by segment would let a SentencePiece tokenizer (Llama 2, Mistral)
+    start every segment with its word-start marker, so the model would learn tokens that a
+    whole prompt never produces. The whole text is tokenised once instead, and each token
+    carries loss when it starts inside a trained segment (character offsets). A tokenizer
+    without offsets (a slow one) falls back to one call per segment.
+    """
+    if not records:
+        return []
+    texts = ["".join(t for t, _ in segs) for segs in records]
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [
+            _label_by_offsets(ids, offsets, segs, train_on)
+            for ids, offsets, segs in zip(
+                enc["input_ids"], enc["offset_mapping"], records, strict=True
+            )
+        ]
+    flat = [t for segs in records for t, _ in segs]
+    pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    out, pos = [], 0
+    for segs in records:
+        out.append(_join(pieces[pos : pos + len(segs)], [tr for _, tr in segs], train_on))
+        pos += len(segs)
+    return out
+
+
+def _label_by_offsets(ids, offsets, segs, train_on: str) -> Example:
+    if train_on == "all":
+        return Example(list(ids), list(ids))
+    # Character ranges of the trained segments, in order.
+    spans, pos = [], 0
+    for text, trained in segs:
+        if trained and text:
+            spans.append((pos, pos + len(text)))
+        pos += len(text)
+    labels, k = [], 0
+    for tok, (start, end) in zip(ids, offsets, strict=True):
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        # A token belongs where it starts; an offset-less token (start == end) where it ends.
+        at = start if end > start else max(start, end - 1)
+        inside = k < len(spans) and spans[k][0] <= at < spans[k][1]
+        labels.append(tok if inside else IGNORE)
+    return Example(list(ids), labels)
 
 
 def _join(pieces, trained_flags, train_on: str) -> Example:
@@ -121,13 +170,8 @@ def build_examples(
                 stats.dropped_lines.append(r.line)
                 continue
             batch.append(r)
-        flat = [t for s in segs for t, _ in s]
-        # One batched call is much faster than a call per segment.
-        pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-        pos = 0
-        for record, s in zip(batch, segs, strict=True):
-            ex = _join(pieces[pos : pos + len(s)], [tr for _, tr in s], train_on)
-            pos += len(s)
+        # One batched call is much faster than a call per record.
+        for record, ex in zip(batch, _tokenize_many(tokenizer, segs, train_on), strict=True):
             ex.line = record.line
             stats.lengths.append(len(ex))
             if len(ex) > seq_len:
