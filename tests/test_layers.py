@@ -35,3 +35,17 @@ def test_importing_core_modules_loads_no_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_flash_attention_is_asked_for_only_where_it_can_run():
+    import torch
+
+    from studio.core.models import attention_kwargs
+
+    flash = {"attn_implementation": "flash_attention_2"}
+    assert attention_kwargs("cuda", torch.bfloat16, has_flash=True) == flash
+    assert attention_kwargs("cuda", torch.float16, has_flash=True) == flash
+    assert attention_kwargs("cuda", torch.float32, has_flash=True) == {}
+    assert attention_kwargs("cuda", torch.bfloat16, has_flash=False) == {}
+    assert attention_kwargs("cpu", torch.bfloat16, has_flash=True) == {}
+    assert attention_kwargs("cpu", torch.float32) == {}  # this machine: the default attention

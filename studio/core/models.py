@@ -209,8 +209,15 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     if qconf is not None:
         kwargs["quantization_config"] = qconf
         kwargs["device_map"] = {"": device}
+    attention = attention_kwargs(device, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs, **attention)
+        except (ValueError, ImportError):
+            if not attention:
+                raise
+            # This architecture (or this flash-attn build) cannot: the default attention.
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ImportError as e:
         raise ModelError(
             f"model.quant: {cfg.quant} loading needs bitsandbytes: {e}", field="model.quant"
@@ -220,6 +227,21 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     if qconf is None:
         model.to(device)
     return LoadedModel(model, tokenizer, device, dtype, cfg.quant, path)
+
+
+def attention_kwargs(device: str, dtype, has_flash: bool | None = None) -> dict:
+    """Variable-length attention kernels for packed rows, where present: flash-attention 2 on
+    a CUDA GPU in 16-bit. It keeps attention inside each packed example without building a
+    row-length-squared mask; elsewhere transformers' default attention does it with a mask."""
+    import importlib.util
+
+    import torch
+
+    if has_flash is None:
+        has_flash = importlib.util.find_spec("flash_attn") is not None
+    if device == "cuda" and has_flash and dtype in (torch.bfloat16, torch.float16):
+        return {"attn_implementation": "flash_attention_2"}
+    return {}
 
 
 def linear_layers(model):
