@@ -174,13 +174,12 @@ def _sentencepiece_like_tokenizer():
 
 
 @pytest.mark.parametrize("kind", ["byte-level BPE", "SentencePiece-like"])
-def test_training_tokens_are_the_whole_prompts_tokens(tok, kind):
+def test_the_prompt_trained_on_is_the_prompt_generation_sees(tok, kind):
     tokenizer = tok if kind == "byte-level BPE" else _sentencepiece_like_tokenizer()
     template = resolve_template(tokenizer, "chatml")
-    segments = template.segments(CONV)
-    ex = tokenize_segments(tokenizer, segments)
-    whole = tokenizer("".join(t for t, _ in segments), add_special_tokens=False)["input_ids"]
-    # What the model trains on is exactly what generation feeds it (segment-by-segment
-    # tokenising gave each answer a word-start marker a whole prompt never has).
-    assert ex.input_ids == whole
-    assert trained_text(ex, tokenizer).replace(" ", "") == "Hello🙂<|im_end|>Yes.<|im_end|>"
+    ex = tokenize_segments(tokenizer, template.segments(CONV))
+    # Before the first answer: exactly the tokens generation feeds the model for that prompt
+    # (segment-by-segment tokenising gave each piece a word-start marker it never has there).
+    prompt = tokenizer(template.prompt(CONV[:2]), add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: len(prompt)] == prompt
+    assert ex.labels[len(prompt) - 1] == IGNORE and ex.labels[len(prompt)] != IGNORE

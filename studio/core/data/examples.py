@@ -82,52 +82,32 @@ def tokenize_segments(
 def _tokenize_many(
     tokenizer, records: list[list[tuple[str, bool]]], train_on: str
 ) -> list[Example]:
-    """Each record's segments tokenised as one text, exactly as generation sees a prompt.
+    """Tokenise records' segments: each run of segments that are all trained, or all not, as
+    one text, in one batched call.
 
-    Tokenising segment by segment would let a SentencePiece tokenizer (Llama 2, Mistral)
-    start every segment with its word-start marker, so the model would learn tokens that a
-    whole prompt never produces. The whole text is tokenised once instead, and each token
-    carries loss when it starts inside a trained segment (character offsets). A tokenizer
-    without offsets (a slow one) falls back to one call per segment.
+    So the prompt before an answer (system, user and the assistant header) is tokenised
+    exactly as generation tokenises it; segment by segment, a SentencePiece tokenizer
+    (Llama 2, Mistral) would start each piece with its word-start marker. Each answer is
+    its own text, so its tokens decode exactly to the answer and its end-of-turn marker.
     """
-    if not records:
-        return []
-    texts = ["".join(t for t, _ in segs) for segs in records]
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [
-            _label_by_offsets(ids, offsets, segs, train_on)
-            for ids, offsets, segs in zip(
-                enc["input_ids"], enc["offset_mapping"], records, strict=True
-            )
-        ]
-    flat = [t for segs in records for t, _ in segs]
+    runs = [_merge_runs(segs) for segs in records]
+    flat = [t for r in runs for t, _ in r]
     pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
     out, pos = [], 0
-    for segs in records:
-        out.append(_join(pieces[pos : pos + len(segs)], [tr for _, tr in segs], train_on))
-        pos += len(segs)
+    for r in runs:
+        out.append(_join(pieces[pos : pos + len(r)], [tr for _, tr in r], train_on))
+        pos += len(r)
     return out
 
 
-def _label_by_offsets(ids, offsets, segs, train_on: str) -> Example:
-    if train_on == "all":
-        return Example(list(ids), list(ids))
-    # Character ranges of the trained segments, in order.
-    spans, pos = [], 0
-    for text, trained in segs:
-        if trained and text:
-            spans.append((pos, pos + len(text)))
-        pos += len(text)
-    labels, k = [], 0
-    for tok, (start, end) in zip(ids, offsets, strict=True):
-        while k < len(spans) and start >= spans[k][1]:
-            k += 1
-        # A token belongs where it starts; an offset-less token (start == end) where it ends.
-        at = start if end > start else max(start, end - 1)
-        inside = k < len(spans) and spans[k][0] <= at < spans[k][1]
-        labels.append(tok if inside else IGNORE)
-    return Example(list(ids), labels)
+def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    merged: list[tuple[str, bool]] = []
+    for text, trained in segments:
+        if merged and merged[-1][1] == trained:
+            merged[-1] = (merged[-1][0] + text, trained)
+        elif text:
+            merged.append((text, trained))
+    return merged
 
 
 def _join(pieces, trained_flags, train_on: str) -> Example:
