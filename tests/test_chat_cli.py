@@ -64,7 +64,9 @@ def test_prompt_answers_with_the_adapter_applied(demo_run, capsys):
     assert code == 0 and again == tuned
 
 
-def test_interactive_multi_turn_reset_and_system(demo_run, capsys, monkeypatch):
+@pytest.fixture
+def chat_calls(monkeypatch):
+    """The messages of every ChatModel.chat call (the model still answers)."""
     calls = []
     real_chat = ChatModel.chat
 
@@ -73,6 +75,11 @@ def test_interactive_multi_turn_reset_and_system(demo_run, capsys, monkeypatch):
         return real_chat(self, messages, *a, **k)
 
     monkeypatch.setattr(ChatModel, "chat", spy)
+    return calls
+
+
+def test_interactive_multi_turn_reset_and_system(demo_run, capsys, monkeypatch, chat_calls):
+    calls = chat_calls
     script = (
         "Hello!\nWhat is 45 plus 29?\n/reset\n/system Be brief.\nHello!\n/help\n/quit\nnever read\n"
     )
@@ -121,17 +128,12 @@ def test_template_refusing_the_conversation_is_one_clear_line(tmp_path, capsys):
     assert code == 2 and "System role not supported" in err and "Traceback" not in err
 
 
-def test_interactive_chat_survives_a_conversation_too_long(tiny_model, capsys, monkeypatch):
+def test_interactive_chat_survives_a_conversation_too_long(
+    tiny_model, capsys, monkeypatch, chat_calls
+):
     """Outgrowing the context is reported and the chat goes on: the long message is dropped
     and the next one is answered; end of input still exits 0."""
-    calls = []
-    real_chat = ChatModel.chat
-
-    def spy(self, messages, *a, **k):
-        calls.append([dict(m) for m in messages])
-        return real_chat(self, messages, *a, **k)
-
-    monkeypatch.setattr(ChatModel, "chat", spy)
+    calls = chat_calls
     monkeypatch.setattr(sys, "stdin", io.StringIO("word " * 1500 + "\nhello\n"))
     code = main(["chat", "--model", str(tiny_model), "--max-new-tokens", "4"])
     out, err = capsys.readouterr()

@@ -147,18 +147,10 @@ RESUME_MAY_CHANGE = {
 
 
 def _check_resumable(saved, cfg) -> None:
+    from studio.core.config import flat_settings
     from studio.core.errors import ConfigError
 
-    def flat(c):
-        out = {}
-        for section, values in c.to_dict().items():
-            if isinstance(values, dict):
-                out.update({f"{section}.{k}": v for k, v in values.items()})
-            else:
-                out[section] = values
-        return out
-
-    before, after = flat(saved), flat(cfg)
+    before, after = flat_settings(saved), flat_settings(cfg)
     changed = [
         k
         for k in after

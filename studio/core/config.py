@@ -349,6 +349,17 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
     return value
 
 
+def flat_settings(cfg: RunConfig) -> dict[str, Any]:
+    """{"train.lr": 0.0002, ..., "output": "..."}: every setting under its dotted name."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 def replace_field(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
     """Return a copy of cfg with `section.name` set to value, validated."""
     section, _, name = dotted.partition(".")

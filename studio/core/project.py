@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from studio.core import paths, runs
-from studio.core.config import FLAGS, RunConfig
+from studio.core.config import FLAGS, RunConfig, flat_settings
 from studio.core.errors import ConfigError, StudioError
 
 PROJECT_FILE = "project.yaml"
@@ -302,16 +302,6 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
 _ALWAYS = ("model.path", "data.path", "output")
 
 
-def _flat(cfg: RunConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in cfg.to_dict().items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value))
@@ -322,7 +312,7 @@ def _fmt(value: Any) -> str:
 
 def changed_without_flag(cfg: RunConfig) -> list[str]:
     """Non-default settings that have no `studio train` flag (they need --config)."""
-    mine, default = _flat(cfg), _flat(RunConfig())
+    mine, default = flat_settings(cfg), flat_settings(RunConfig())
     return [k for k, v in mine.items() if k not in FLAGS and v != default.get(k)]
 
 
@@ -332,7 +322,7 @@ def command_line(cfg: RunConfig, config_path: str | Path | None = None) -> str:
     When some changed setting has no flag and `config_path` is given, the command starts
     from `--config config_path` so it stays exactly equivalent.
     """
-    mine, default = _flat(cfg), _flat(RunConfig())
+    mine, default = flat_settings(cfg), flat_settings(RunConfig())
     parts = ["studio", "train"]
     if config_path and changed_without_flag(cfg):
         parts += ["--config", str(config_path)]
