@@ -183,3 +183,9 @@ def test_the_prompt_trained_on_is_the_prompt_generation_sees(tok, kind):
     prompt = tokenizer(template.prompt(CONV[:2]), add_special_tokens=False)["input_ids"]
     assert ex.input_ids[: len(prompt)] == prompt
     assert ex.labels[len(prompt) - 1] == IGNORE and ex.labels[len(prompt)] != IGNORE
+    # The answer goes on from the prompt as generation does: the tokens of prompt + answer.
+    with_answer = template.prompt(CONV[:2]) + CONV[2]["content"]
+    whole = tokenizer(with_answer, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: len(whole)] == whole
+    answer = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE]
+    assert tokenizer.decode(answer).startswith("Hello")  # no word-start space before it

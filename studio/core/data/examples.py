@@ -93,11 +93,52 @@ def _tokenize_many(
     runs = [_merge_runs(segs) for segs in records]
     flat = [t for r in runs for t, _ in r]
     pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    if flat and _marks_word_starts(tokenizer):
+        _in_context(tokenizer, runs, pieces)
     out, pos = [], 0
     for r in runs:
         out.append(_join(pieces[pos : pos + len(r)], [tr for _, tr in r], train_on))
         pos += len(r)
     return out
+
+
+def _marks_word_starts(tokenizer) -> bool:
+    """Does a text on its own tokenise differently from the same text after a newline?
+
+    True for SentencePiece tokenizers that put a word-start marker at the start of every
+    input (Llama 2, Mistral): "Hello" alone is "▁Hello", after "\n" it is "Hello".
+    Byte-level BPE (Llama 3, Qwen, GPT) says False, and pays nothing more.
+    """
+    cached = getattr(tokenizer, "_studio_marks_word_starts", None)
+    if cached is None:
+        ids = tokenizer(["a\nHello", "a\n", "Hello"], add_special_tokens=False)["input_ids"]
+        cached = ids[0] != ids[1] + ids[2]
+        try:
+            tokenizer._studio_marks_word_starts = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def _in_context(tokenizer, runs, pieces) -> None:
+    """Re-tokenise each answer after the prompt before it, as generation goes on from it.
+
+    The answer's tokens are those of prompt + answer beyond the prompt's own tokens, when the
+    prompt's tokens come first unchanged (else the answer keeps its own tokenisation).
+    """
+    jobs, pos = [], 0
+    for r in runs:
+        for i, (_text, trained) in enumerate(r):
+            if trained and i > 0:
+                jobs.append((pos + i - 1, pos + i, r[i - 1][0] + r[i][0]))
+        pos += len(r)
+    if not jobs:
+        return
+    joined = tokenizer([text for _, _, text in jobs], add_special_tokens=False)["input_ids"]
+    for (before, at, _), ids in zip(jobs, joined, strict=True):
+        head = pieces[before]
+        if ids[: len(head)] == head:
+            pieces[at] = ids[len(head) :]
 
 
 def _merge_runs(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
