@@ -431,3 +431,14 @@ def test_python_api_resume_continues_the_same_run(tiny_model, data, tmp_path, mo
     more = trainer.train(data_path=str(data), max_steps=4, resume=True)
     assert more.status == "completed" and more.adapter_path.parent == first.adapter_path.parent
     assert more.metrics["steps"] == 4
+
+
+def test_a_validation_loss_that_overflows_is_said(tiny_model, data, tmp_path, monkeypatch):
+    from studio.core import train as train_module
+
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: float("nan"))
+    cfg = config(tiny_model, data, tmp_path / "run", max_steps=2)
+    events = list(train(cfg))
+    assert events[-1].type == "done"  # training itself went on
+    assert any(e.type == "log" and e.level == "warning" and "validation loss is nan" in e.message
+               for e in events)  # fmt: skip

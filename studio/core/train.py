@@ -412,6 +412,13 @@ def train(
                     loss_fn, val_ex, val_rows, t.batch_size, pad_id, device, autocast
                 )
                 yield Eval(step=step, eval_loss=last_eval)
+                if not math.isfinite(last_eval):
+                    yield Log(
+                        f"the validation loss is {last_eval} at step {step} although training "
+                        "goes on normally: evaluation overflows (float16?). Try bfloat16 or "
+                        "float32 (--dtype).",
+                        level="warning",
+                    )
             if is_last or checkpoint_due(step, now):
                 yield save(step)
                 last_save = time.perf_counter()
