@@ -325,3 +325,17 @@ def test_a_template_refusing_the_conversation_is_a_studio_error(tmp_path):
         model.chat([{"role": "system", "content": "Be brief."}, *HELLO], GREEDY)
     assert e.value.field == "messages"
     assert model.prompt_ids(HELLO)  # a conversation it accepts still renders
+
+
+def test_a_pickle_adapter_gets_its_own_base(tiny_model, tmp_path):
+    # Its fit cannot be checked before injection, so it never goes into shared weights.
+    run = make_run(str(tiny_model), tmp_path / "run")
+    adapter = run / "adapter"
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(adapter / "adapter_model.safetensors")), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    base = load_chat_model(str(tiny_model))
+    tuned = load_chat_model(str(tiny_model), adapter, share_with=base)
+    assert tuned.shared is not base.shared and base.shared.peft is None
+    assert _answer(tuned) != _answer(base)

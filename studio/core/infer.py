@@ -330,7 +330,10 @@ def load_chat_model(
     where = str(Path(base).expanduser().resolve()) if is_local(str(base)) else str(base)
     key = (where, quant, device, dtype, trust_remote_code)
     other = share_with.shared if share_with is not None and share_with.model is not None else None
-    if other is not None and other.key == key:
+    # An adapter whose fit cannot be checked before injection (a .bin file) never goes into
+    # weights another model answers from: a misfit could leave half of it there.
+    checkable = info is None or (info.folder / "adapter_model.safetensors").is_file()
+    if other is not None and other.key == key and checkable:
         shared, tokenizer = other, share_with.tokenizer
         base_path, device_name, quant_name = (
             share_with.base_path,
