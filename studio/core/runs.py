@@ -132,10 +132,15 @@ def read_process(run_dir: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_process(run_dir: Path, data: dict[str, Any]) -> None:
-    tmp = run_dir / (PROCESS_FILE + ".tmp")
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write whole or not at all: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(run_dir / PROCESS_FILE)
+    tmp.replace(path)
+
+
+def _write_process(run_dir: Path, data: dict[str, Any]) -> None:
+    _write_json(run_dir / PROCESS_FILE, data)
 
 
 def create_time(pid: int) -> float | None:
@@ -198,10 +203,7 @@ def request_stop(run_dir: str | Path) -> None:
     sent a console event, and TerminateProcess would lose the step in progress. The process
     honours only a request made after it started, so a stale file never stops a resumed run.
     """
-    path = Path(run_dir) / STOP_FILE
-    tmp = path.with_name(STOP_FILE + ".tmp")
-    tmp.write_text(json.dumps({"at": time.time()}), encoding="utf-8")
-    tmp.replace(path)
+    _write_json(Path(run_dir) / STOP_FILE, {"at": time.time()})
 
 
 def stop_requested(run_dir: str | Path, since: float) -> bool:
