@@ -184,13 +184,19 @@ def test_set_aside_newer_checkpoints(tmp_path):
 # --- real tiny trainings through the page -----------------------------------------------------
 
 
-@pytest.mark.slow
-def test_train_stop_and_resume_through_the_page(window, page, qtbot, tiny_model, tmp_path, project):
+def start_tiny_run(window, page, tiny_model, tmp_path, project, name, max_steps):
+    """A real tiny training started from the Train page of the project; returns its folder."""
     data = write_data(tmp_path / "data.jsonl")
     window.state.set_project(project)
     window.show_page("Train")
-    run_dir = project.runs_dir / "first"
-    page.start_run(tiny_config(tiny_model, data, max_steps=200), run_dir)
+    run_dir = project.runs_dir / name
+    page.start_run(tiny_config(tiny_model, data, max_steps=max_steps), run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_train_stop_and_resume_through_the_page(window, page, qtbot, tiny_model, tmp_path, project):
+    run_dir = start_tiny_run(window, page, tiny_model, tmp_path, project, "first", 200)
     assert page.is_running() and page.timer.isActive()
     qtbot.waitUntil(lambda: page.plots.point_count() >= 3, timeout=90000)
     qtbot.waitUntil(lambda: drawn_points(page) >= 3, timeout=5000)
@@ -227,10 +233,7 @@ def test_stop_through_the_stop_file_as_on_windows(
     monkeypatch.setattr("studio.gui.run_launcher.STOP_BY_FILE", True)
     sent = []
     monkeypatch.setattr(runs, "signal_process", lambda pid, sig: sent.append(sig))
-    data = write_data(tmp_path / "data.jsonl")
-    window.state.set_project(project)
-    run_dir = project.runs_dir / "by-file"
-    page.start_run(tiny_config(tiny_model, data, max_steps=200), run_dir)
+    run_dir = start_tiny_run(window, page, tiny_model, tmp_path, project, "by-file", 200)
     qtbot.waitUntil(lambda: page.plots.point_count() >= 2, timeout=90000)
     page.stop_button.click()
     state = wait_ended(qtbot, page)
@@ -252,11 +255,7 @@ def test_a_stale_stop_request_is_not_for_a_later_process(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_shows_failed_with_its_log(window, page, qtbot, tiny_model, tmp_path, project):
-    data = write_data(tmp_path / "data.jsonl")
-    window.state.set_project(project)
-    window.show_page("Train")
-    run_dir = project.runs_dir / "doomed"
-    page.start_run(tiny_config(tiny_model, data, max_steps=500), run_dir)
+    run_dir = start_tiny_run(window, page, tiny_model, tmp_path, project, "doomed", 500)
     qtbot.waitUntil(lambda: page.run_state.step >= 4, timeout=90000)
     qtbot.waitUntil(lambda: bool(runs.checkpoint_steps(run_dir)), timeout=10000)
     os.kill(page.run.pid, signal.SIGKILL)
