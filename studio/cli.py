@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("gui", "data", "train", "chat", "serve")
+COMMANDS = ("gui", "data", "train", "chat", "serve", "export")
 
 
 def normalize_argv(argv: list[str]) -> list[str]:

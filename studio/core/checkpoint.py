@@ -47,15 +47,20 @@ def recover_folder(final: Path) -> None:
     os.rename(tmp if tmp.exists() else old, final)
 
 
-def atomic_folder(final: Path, write) -> Path:
-    """Call write(tmp_dir), then rename tmp_dir to `final` (replacing an older one)."""
+def prepare_tmp(final: Path) -> Path:
+    """The empty `.tmp-NAME` folder beside `final` to write into (a stale one is removed)."""
     final = Path(final)
     recover_folder(final)
     tmp = final.parent / f".tmp-{final.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp)
+    return tmp
+
+
+def commit_tmp(tmp: Path, final: Path) -> Path:
+    """fsync everything in `tmp`, then rename it to `final` (replacing an older one)."""
+    final = Path(final)
     for f in tmp.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
@@ -71,6 +76,13 @@ def atomic_folder(final: Path, write) -> Path:
         os.rename(tmp, final)
     _fsync_dir(final.parent)
     return final
+
+
+def atomic_folder(final: Path, write) -> Path:
+    """Call write(tmp_dir), then rename tmp_dir to `final` (replacing an older one)."""
+    tmp = prepare_tmp(final)
+    write(tmp)
+    return commit_tmp(tmp, final)
 
 
 def save_checkpoint(

@@ -76,6 +76,17 @@ class Log(Event):
 
 
 @dataclass
+class Progress(Event):
+    """Progress of work that is not training steps (an export, an evaluation)."""
+
+    type = "progress"
+    done: int
+    total: int
+    stage: str = ""
+    eta_s: float = 0.0
+
+
+@dataclass
 class Done(Event):
     type = "done"
     step: int
@@ -93,7 +104,7 @@ class Failed(Event):
     kind: str = "error"  # "nan", "oom", "error"
 
 
-EVENT_TYPES = {cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Done, Failed)}
+EVENT_TYPES = {cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Progress, Done, Failed)}
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:
