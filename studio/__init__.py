@@ -6,7 +6,7 @@ so importing `studio` stays cheap.
 
 __version__ = "0.1.0"
 
-__all__ = ["LoraConfig", "Trainer", "RunConfig", "__version__"]
+__all__ = ["LoraConfig", "Trainer", "RunConfig", "export", "ExportError", "__version__"]
 
 
 def __getattr__(name):
@@ -18,4 +18,12 @@ def __getattr__(name):
         from studio.core.api import Trainer
 
         return Trainer
+    if name == "export":
+        from studio.core.api import export
+
+        return export
+    if name == "ExportError":
+        from studio.core.export.pipeline import ExportError
+
+        return ExportError
     raise AttributeError(f"module 'studio' has no attribute {name!r}")

@@ -6,6 +6,7 @@ traceback), 130 cancelled (nothing is left under the output name).
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,11 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) base weights")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's code")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="print every event as one JSON line on stdout (for the app and scripts)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -120,10 +126,12 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    show = ExportProgress(quiet=args.quiet)
+    show = ExportProgress(quiet=args.quiet or args.events)
     last = None
     for event in export_events(opts, cancel):
         show(event)
+        if args.events:
+            print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
         last = event
     if last is None or last.type == "error":
         message = getattr(last, "message", "the export produced no result")
@@ -131,12 +139,12 @@ def run(args) -> int:
         return 2 if getattr(last, "kind", "") == "input" else 1
     if last.status == "stopped":
         return 130
-    _print_result(last.adapter, args)
+    if not args.events:
+        _print_result(last.adapter, args)
     return 0
 
 
 def _print_result(folder: str, args) -> int:
-    import json
     from pathlib import Path
 
     report = json.loads((Path(folder) / "export.json").read_text(encoding="utf-8"))
@@ -150,6 +158,8 @@ def _print_result(folder: str, args) -> int:
                 file=sys.stderr,
             )
             return 0
-        cmd = report["commands"]["ollama"].split()
-        subprocess.run(cmd, check=False)
+        name = report.get("ollama_name") or Path(folder).name
+        subprocess.run(
+            ["ollama", "create", name, "-f", str(Path(folder) / "Modelfile")], check=False
+        )
     return 0

@@ -2,6 +2,7 @@
 
 result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_path="data.json", epochs=3)
 result.adapter_path, result.metrics
+Trainer(...).export(to="gguf", quant="q8_0") or studio.export(run_dir, to="hf")
 """
 
 from __future__ import annotations
@@ -93,3 +94,51 @@ class Trainer:
             return TrainResult(Path(cfg.output), None, "failed", dict(metrics, error=message))
         metrics.update(final_loss=last.final_loss, eval_loss=last.eval_loss)
         return TrainResult(Path(cfg.output), Path(last.adapter), last.status, metrics)
+
+    def export(self, *, to: str = "gguf", quant: str = "f16", **options) -> ExportResult:
+        """Export the last trained run (see `studio.export`)."""
+        if not self.last_output:
+            raise ConfigError("export: train() first; there is no run to export", field="export")
+        return export(self.last_output, to=to, quant=quant, **options)
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    """The folder written (GGUF, Modelfile, safetensors... and export.json)."""
+    report: dict[str, Any]
+    """export.json: files with sizes and checksums, verification figures, commands."""
+
+
+def export(
+    adapter: str | Path,
+    *,
+    to: str = "gguf",
+    quant: str = "f16",
+    output: str | Path = "",
+    on_event=None,
+    **options,
+) -> ExportResult:
+    """Export a run: `studio.export("runs/my-run", to="gguf", quant="q8_0")`.
+
+    to: hf, gguf, ollama, lora-gguf or onnx. Other keyword arguments set ExportOptions fields
+    (model=, dtype=, overwrite=, verify=, name=). Raises ExportError with one clear sentence
+    for bad input, TrainingFailed-like RuntimeError for a failure while writing.
+    """
+    import json
+
+    from studio.core.export import ExportError, ExportOptions, run_export
+
+    opts = ExportOptions(
+        adapter=str(adapter), target=to, quant=quant, output=str(output or ""), **options
+    )
+    last = run_export(opts, on_event=on_event)
+    if last is None or last.type == "error":
+        message = getattr(last, "message", "the export produced no result")
+        if getattr(last, "kind", "") == "input":
+            raise ExportError(message)
+        raise RuntimeError(message)
+    if last.status == "stopped":
+        raise ExportError("the export was cancelled; nothing was written")
+    folder = Path(last.adapter)
+    return ExportResult(folder, json.loads((folder / "export.json").read_text(encoding="utf-8")))

@@ -237,6 +237,7 @@ def _write_gguf(plan: Plan, merged, tmp: Path, cancel):
         report["commands"].update(
             (yield from _write_modelfile(plan, merged, jinja, tmp, gguf_name))
         )
+        report["ollama_name"] = plan.name
     return report
 
 

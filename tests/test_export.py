@@ -1,0 +1,228 @@
+"""Export core and `studio export`: the merged Hugging Face folder matches base+adapter in
+stock transformers, and every failure (no adapter, a target that exists, a full disk, a
+cancel, a kill) gives one clear sentence and leaves nothing half-written under the target."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.cli import main
+from studio.core.export import ExportOptions, export_events, run_export
+from tests.export_runs import CONVERSATIONS, make_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model):
+    return make_run(tmp_path_factory.mktemp("export"), tiny_model)
+
+
+def _logits(model, tokenizer, text):
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        return model(**ids).logits[0]
+
+
+def test_hf_export_loads_in_stock_transformers_and_matches_base_plus_adapter(run, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "hf"
+    last = run_export(ExportOptions(adapter=str(run), target="hf", output=str(out)))
+    assert last.type == "done" and last.status == "completed", last
+    assert Path(last.adapter) == out
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    base_dir = json.loads((run / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ]
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    plain = _logits(base, tok, "What is 2 plus 3?")
+    tuned = PeftModel.from_pretrained(base, run / "adapter").eval()
+    text = "What is 2 plus 3?"
+    expected, got = _logits(tuned, tok, text), _logits(merged, tok, text)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    assert not torch.allclose(plain, expected, atol=1e-2)  # the adapter does change the model
+    assert merged.dtype == torch.float32  # an fp32 base stays fp32 under "auto"
+    # The trained template (chatml) and a generation config that stops at the end of a turn.
+    conv = CONVERSATIONS[0][:1]
+    rendered = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert rendered == "<|im_start|>user\nWhat is 1 plus 1?<|im_end|>\n<|im_start|>assistant\n"
+    eos = merged.generation_config.eos_token_id
+    assert tok.convert_tokens_to_ids("<|im_end|>") in (eos if isinstance(eos, list) else [eos])
+    report = json.loads((out / "export.json").read_text())
+    names = {f["name"] for f in report["files"]}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in report["files"])
+    assert report["target"] == "hf" and report["source"]["adapter"] == str(run / "adapter")
+
+
+def test_bf16_base_is_merged_and_saved_in_bf16(tmp_path, tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    base.save_pretrained(tmp_path / "bf16")
+    for f in Path(tiny_model).iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special")):
+            (tmp_path / "bf16" / f.name).write_bytes(f.read_bytes())
+    run = make_run(tmp_path, tmp_path / "bf16")
+    last = run_export(ExportOptions(adapter=str(run), target="hf"))
+    assert last.type == "done", last
+    assert Path(last.adapter).name == "hf-bfloat16"
+    assert AutoModelForCausalLM.from_pretrained(last.adapter).dtype == torch.bfloat16
+
+
+def test_qlora_run_says_the_adapter_was_trained_against_the_4bit_base(tmp_path, tiny_model):
+    run = make_run(tmp_path, tiny_model, quant="4bit")
+    events = list(export_events(ExportOptions(adapter=str(run), target="hf")))
+    assert events[-1].type == "done"
+    warnings = [e.message for e in events if e.type == "log" and e.level == "warning"]
+    assert any("trained against the 4bit base" in w for w in warnings), warnings
+    report = json.loads((Path(events[-1].adapter) / "export.json").read_text())
+    assert any("4bit" in n for n in report["notes"])
+
+
+def export_cli(capsys, *args):
+    code = main(["export", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error(err: str) -> str:
+    """The single `error:` line of a failed command (progress notes may precede it)."""
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_target_that_exists_is_refused_then_replaced_with_overwrite(run, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf", "--output", str(out))
+    assert code == 2
+    line = one_error(err)
+    assert "already holds files" in line and "--overwrite" in line
+    assert (out / "keep.txt").read_text() == "mine"
+    code, stdout, err = export_cli(
+        capsys, "--adapter", str(run), "--to", "hf", "--output", str(out), "--overwrite"
+    )
+    assert code == 0, err
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert str(out) in stdout
+
+
+def test_a_run_with_no_adapter_is_one_clear_line(tmp_path, capsys):
+    empty = tmp_path / "run"
+    empty.mkdir()
+    (empty / "run.yaml").write_text("output: x\n")
+    code, _, err = export_cli(capsys, "--adapter", str(empty), "--to", "hf")
+    assert code == 2
+    assert "has no adapter_config.json" in one_error(err)
+
+
+def test_bad_type_and_unsupported_architecture_are_one_line(run, tmp_path, capsys):
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "gguf", "--quant", "q3_x")
+    assert code == 2 and "is not a GGUF type" in one_error(err)
+
+
+def test_not_enough_disk_space_is_said_before_writing(run, tmp_path, capsys, monkeypatch):
+    import shutil as shutil_mod
+
+    real = shutil_mod.disk_usage
+    monkeypatch.setattr(
+        "studio.core.export.pipeline.shutil.disk_usage",
+        lambda p: real(p)._replace(free=1000),
+    )
+    out = tmp_path / "full"
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf", "--output", str(out))
+    line = one_error(err)
+    assert code == 2 and "not enough free space" in line and "needs about" in line
+    assert not out.exists() and not (tmp_path / ".tmp-full").exists()
+
+
+def test_disk_filling_up_while_writing_leaves_nothing(run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("studio.core.export.merge.save_hf", full)
+    out = tmp_path / "filling"
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf", "--output", str(out))
+    assert code == 2 and "disk filled up" in one_error(err)
+    assert not out.exists() and not (tmp_path / ".tmp-filling").exists()
+
+
+def test_cancel_leaves_nothing_under_the_target(run, tmp_path):
+    cancel = threading.Event()
+    out = tmp_path / "cancelled"
+    events = []
+    for event in export_events(
+        ExportOptions(adapter=str(run), target="hf", output=str(out)), cancel
+    ):
+        events.append(event)
+        if event.type == "log" and event.message.startswith("loading"):
+            cancel.set()
+    assert events[-1].type == "done" and events[-1].status == "stopped"
+    assert not out.exists() and not (tmp_path / ".tmp-cancelled").exists()
+
+
+def test_a_kill_during_export_leaves_no_partial_output(tmp_path):
+    from studio.core.tiny import build_model
+
+    # Big enough (~100 MB in fp32) that writing it takes a while to catch in the act.
+    base = build_model(tmp_path / "base", hidden_size=512, layers=8, intermediate_size=1408)
+    run = make_run(tmp_path, base)
+    out = tmp_path / "killed"
+    tmp = tmp_path / ".tmp-killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "studio",
+        "export",
+        "--adapter",
+        str(run),
+        "--to",
+        "hf",
+        "--output",
+        str(out),
+        "--events",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp.glob("*.safetensors")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.005)
+        assert any(tmp.glob("*.safetensors")), "the export never started writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    # The next export clears the stale temporary folder and completes.
+    last = run_export(ExportOptions(adapter=str(run), target="hf", output=str(out)))
+    assert last.type == "done" and (out / "model.safetensors").is_file()
+    assert not tmp.exists()
+
+
+def test_python_api_export(run, tmp_path):
+    import studio
+
+    result = studio.export(run, to="hf", output=tmp_path / "api")
+    assert result.output == tmp_path / "api" and (result.output / "config.json").is_file()
+    assert result.report["target"] == "hf"
+    with pytest.raises(studio.ExportError, match="already holds files"):
+        studio.export(run, to="hf", output=tmp_path / "api")
