@@ -68,6 +68,12 @@ def add_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--quant-cost",
+        action="store_true",
+        help="measure the run's validation perplexity with the base unquantized, in 8 and in "
+        "4 bits, print a table and exit (needs --adapter in a run folder)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -129,6 +135,8 @@ def run(args) -> int:
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
     )
+    if args.quant_cost:
+        return quant_cost(args)
     model = load(args)
     system = args.system
     if args.prompt is not None:
@@ -170,6 +178,49 @@ def run(args) -> int:
             print("(message dropped; type /reset for a new conversation)", file=sys.stderr)
             continue
         history.append({"role": "assistant", "content": reply})
+
+
+def quant_cost(args, out=None) -> int:
+    """Print what 8 and 4 bits cost the run in validation perplexity and memory."""
+    import warnings
+
+    from studio.core.errors import StudioError
+    from studio.core.quant_cost import megabytes, perplexity_by_quant, relative
+
+    out = out or sys.stdout
+    if not args.adapter:
+        raise StudioError(
+            "--quant-cost: give the run to measure with --adapter RUN", field="adapter"
+        )
+    # peft's loading trips a transformers deprecation warning that says nothing to the user.
+    warnings.filterwarnings("ignore", message=".*will be removed in v6", category=FutureWarning)
+    print(f"measuring {args.adapter} unquantized, in 8 and in 4 bits...", file=sys.stderr)
+    results = perplexity_by_quant(
+        args.adapter,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
+    first = results[0]
+    print(
+        f"{'weights':<8} {'perplexity':>10} {'vs ' + first.label:>10} {'loss':>7} "
+        f"{'memory':>10} {'time':>7}",
+        file=out,
+    )
+    for r in results:
+        change = "" if r is first else relative(r.perplexity, first.perplexity)
+        print(
+            f"{r.label:<8} {r.perplexity:>10.3f} {change:>10} {r.loss:>7.4f} "
+            f"{megabytes(r.memory_mb):>10} {r.seconds:>6.1f}s",
+            file=out,
+        )
+    what = "training" if first.note else "validation"
+    print(f"({first.examples} {what} examples, {first.tokens} answer tokens)", file=out)
+    if first.note:
+        print(f"note: {first.note}", file=out)
+    return 0
 
 
 def _start(system: str) -> list[dict]:

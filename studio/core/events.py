@@ -104,7 +104,9 @@ class Failed(Event):
     kind: str = "error"  # "nan", "oom", "error"
 
 
-EVENT_TYPES = {cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Progress, Done, Failed)}
+EVENT_TYPES = {
+    cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Progress, Done, Failed)
+}
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:

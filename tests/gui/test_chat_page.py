@@ -256,3 +256,53 @@ def test_message_comes_back_when_the_second_side_cannot_load(qtbot, page, tiny_m
     assert page.input.toPlainText() == "Hi both"
     assert page.histories[0] == [] and page.histories[1] == []
     assert "Choose a base model" in page.pickers[1].status.text()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model, tmp_path_factory):
+    """A real run of two steps (seconds): run.yaml, a data file and 5 validation records."""
+    from studio.core.train import run_training
+    from tests.test_train import config, write_data
+
+    root = tmp_path_factory.mktemp("quality")
+    run_training(config(tiny_model, write_data(root / "data.jsonl"), root / "run", max_steps=2))
+    return root / "run"
+
+
+def test_compare_quality_measures_the_run_unquantized_in_8_and_4_bits(qtbot, page, trained_run):
+    run = trained_run
+    picker, check = page.pickers[0], page.pickers[0].quality
+    assert not check.button.isEnabled() and "Choose a run's adapter" in check.button.toolTip()
+    picker.set_adapter(str(run / "adapter"))
+    assert check.button.isEnabled()
+    values = []
+    check.progress.valueChanged.connect(values.append)
+    start = time.monotonic()
+    check.button.click()
+    assert time.monotonic() - start < 0.5  # measured on a worker thread
+    assert check.busy and check.button.text() == "Cancel"
+    assert not picker.load_button.isEnabled()  # one model load at a time
+    qtbot.waitUntil(lambda: not check.busy, timeout=60000)
+    text = check.label.text()
+    assert text.startswith("Quality cost: 32-bit ppl ") and "8-bit" in text and "4-bit" in text
+    assert "MB" in text and "5 validation examples" in check.label.toolTip()
+    assert "Measured on this run" in picker.quant_box.toolTip()
+    assert values and values[-1] == 15 and picker.load_button.isEnabled()
+    # The figures belong to that run: another choice hides them, coming back shows them.
+    picker.adapter_box.setCurrentIndex(0)
+    assert check.label.text() == "" and not check.button.isEnabled()
+    picker.set_adapter(str(run / "adapter"))
+    assert check.label.text() == text
+
+
+def test_a_message_sent_during_the_quality_check_is_answered_after_it(qtbot, page, trained_run):
+    picker, check = page.pickers[0], page.pickers[0].quality
+    picker.set_adapter(str(trained_run / "adapter"))
+    check.button.click()
+    page.input.setPlainText("Hello!")
+    page.send_button.click()  # no model yet: it loads once the check is over
+    assert "Waiting for the quality check" in picker.status.text() and not page.loading
+    with qtbot.waitSignal(page.generation_finished, timeout=60000):
+        check.button.click()  # Cancel
+    assert check.label.text() == "" and check.button.text() == "Compare quality…"
+    assert page.histories[0][-1]["role"] == "assistant"

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui import chat_worker, theme, workers
+from studio.gui.quality_check import QualityCheck
 
 OTHER = "__other__"
 
@@ -55,9 +56,9 @@ class ModelPicker(QGroupBox):
         self.adapter_box.activated.connect(self._adapter_chosen)
         self.quant_box = QComboBox()
         self.quant_box.addItems(["none", "8bit", "4bit"])
-        self.quant_box.setToolTip(
-            "Load the base model in 8 or 4 bits (bitsandbytes) to save memory"
-        )
+        self.quality = QualityCheck(self.quant_box, self)  # sets the box's tooltip
+        self.adapter_box.currentIndexChanged.connect(self._choice_changed)
+        self.model_edit.textChanged.connect(self._choice_changed)
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(lambda: self.load_requested.emit(self.slot))
         self.progress = QProgressBar()
@@ -72,13 +73,18 @@ class ModelPicker(QGroupBox):
         row.addWidget(self.adapter_box, 2)
         row.addWidget(QLabel("Quantize:"))
         row.addWidget(self.quant_box)
+        row.addWidget(self.quality.button)
         row.addWidget(self.load_button)
         status_row = QHBoxLayout()
         status_row.addWidget(self.progress)
         status_row.addWidget(self.status, 1)
+        quality_row = QHBoxLayout()
+        quality_row.addWidget(self.quality.progress)
+        quality_row.addWidget(self.quality.label, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addLayout(status_row)
+        layout.addLayout(quality_row)
         self.set_adapters([])
 
     def set_adapters(self, adapters: list[tuple[str, str]]) -> None:
@@ -107,6 +113,10 @@ class ModelPicker(QGroupBox):
             "" if adapter == OTHER else adapter,
             self.quant_box.currentText(),
         )
+
+    def _choice_changed(self, *_args) -> None:
+        choice = self.choice()
+        self.quality.set_choice(choice.adapter, choice.model)
 
     def _browse_model(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
@@ -226,6 +236,7 @@ class ChatPage(QWidget):
         self.pickers = [ModelPicker(0), ModelPicker(1)]
         for p in self.pickers:
             p.load_requested.connect(self.load)
+            p.quality.busy_changed.connect(self._quality_busy)
         self.pickers[1].hide()
         self.system_edit = QLineEdit()
         self.system_edit.setPlaceholderText("System prompt (optional)")
@@ -317,6 +328,9 @@ class ChatPage(QWidget):
         """Start loading the slot's chosen model; False when that cannot start now."""
         if self.loading or self.is_generating():
             return False
+        if self.checking():  # a message sent meanwhile loads when the check ends
+            self.pickers[slot].show_status("Waiting for the quality check to finish…")
+            return False
         choice = self.pickers[slot].choice()
         if not choice.model and not choice.adapter:
             self.pickers[slot].show_status(
@@ -338,6 +352,16 @@ class ChatPage(QWidget):
         )
         self._update_buttons()
         return True
+
+    def checking(self) -> bool:
+        return any(p.quality.busy for p in self.pickers)
+
+    def _quality_busy(self, busy: bool) -> None:
+        missing = [s for s in self.slots() if s not in self.models]
+        if not busy and self.pending_send and not self.loading and missing:
+            if not self.load(missing[0]):
+                self._give_back_message()
+        self._update_buttons()
 
     def _loaded(self, slot: int, model) -> None:
         self.loading.pop(slot, None)
@@ -518,8 +542,12 @@ class ChatPage(QWidget):
         self.compare_box.setEnabled(not busy and not self.pending_send and not self.loading)
         # One load at a time: the second then shares the first's base model, and closing a
         # model never waits on the other side's load.
+        # A quality check loads models too: it waits for a load and holds Load back, so
+        # only one model is ever being loaded (and only one check runs).
+        checking = self.checking()
         for p in self.pickers:
-            p.load_button.setEnabled(not busy and not self.loading)
+            p.load_button.setEnabled(not busy and not self.loading and not checking)
+            p.quality.set_blocked(bool(self.loading) or (checking and not p.quality.busy))
 
     def showEvent(self, event) -> None:
         self.refresh_runs()  # runs may have finished since the page was last shown
@@ -528,6 +556,8 @@ class ChatPage(QWidget):
     def shutdown(self) -> None:
         """Stop an answer being written and wait for the worker threads."""
         self.stop()
+        for p in self.pickers:
+            p.quality.shutdown()
         for task in [self.task, *self.loading.values()]:
             if task is not None:
                 task.wait()
