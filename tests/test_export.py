@@ -226,3 +226,16 @@ def test_python_api_export(run, tmp_path):
     assert result.report["target"] == "hf"
     with pytest.raises(studio.ExportError, match="already holds files"):
         studio.export(run, to="hf", output=tmp_path / "api")
+
+
+def test_onnx_target_writes_a_verified_folder(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "onnx"
+    last = run_export(ExportOptions(adapter=str(run), target="onnx", output=str(out)))
+    assert last.type == "done", last
+    report = json.loads((out / "export.json").read_text())
+    assert (out / "model.onnx").is_file() and (out / "tokenizer.json").is_file()
+    assert not (out / ".merged").exists()  # the scratch merge is not shipped
+    assert report["verification"]["status"] == "passed"
+    assert report["verification"]["identical_prompts"] == len(report["verification"]["prompts"])

@@ -71,14 +71,18 @@ def identical_prefix(a: list[int], b: list[int]) -> int:
 def _hf_greedy(model, ids: list[int], n: int) -> tuple[list[int], list]:
     """Greedy tokens from transformers, and the logits at each of those positions."""
     import torch
+    from transformers import DynamicCache
 
+    from studio.core.generation import _forward_names
+
+    cache_name, _ = _forward_names(model)  # `cache` on recent 5.x, `past_key_values` before
+    # The cache object is filled in place, as in Studio's own generation loop.
+    kwargs = {cache_name: DynamicCache(config=model.config), "use_cache": True}
     out, logits = [], []
     with torch.no_grad():
-        past = None
         step_ids = torch.tensor([ids])
         for _ in range(n):
-            result = model(input_ids=step_ids, past_key_values=past, use_cache=True)
-            past = result.past_key_values
+            result = model(input_ids=step_ids, **kwargs)
             row = result.logits[0, -1].float()
             logits.append(row.numpy())
             token = int(row.argmax())
@@ -172,7 +176,9 @@ def verify_gguf(
     return _summarise(rows, qtype, n_tokens, "llama.cpp")
 
 
-def _summarise(rows: list[dict], qtype: str, n_tokens: int, engine: str) -> dict:
+def _summarise(
+    rows: list[dict], qtype: str, n_tokens: int, engine: str, logits: bool = True
+) -> dict:
     identical = sum(r["greedy_identical_tokens"] == r["tokens"] for r in rows)
     tokenizer_ok = all(r.get("tokenizer_match", True) for r in rows)
     top1 = min((r["top1_agreement"] for r in rows), default=0.0)
@@ -181,7 +187,8 @@ def _summarise(rows: list[dict], qtype: str, n_tokens: int, engine: str) -> dict
     passed = tokenizer_ok and (identical == len(rows) if exact else top1 >= 0.5)
     summary = (
         f"verified in {engine}: {identical}/{len(rows)} prompts give the same first {n_tokens} "
-        f"greedy tokens as transformers; top-1 agreement {top1:.0%}, max logit difference {diff:.4f}"
+        "greedy tokens as transformers"
+        + (f"; top-1 agreement {top1:.0%}, max logit difference {diff:.4f}" if logits else "")
         + ("" if tokenizer_ok else "; the tokenizer splits some prompts differently")
     )
     if not passed:
@@ -211,7 +218,7 @@ def onnx_check(
     cancel=None,
 ) -> dict:
     """The ONNX export's greedy tokens against transformers' on the same prompts."""
-    from studio.core.export.onnx_export import onnx_greedy
+    from studio.core.export.onnx_export import onnx_greedy, release_session
 
     rows = []
     for i, p in enumerate(prompts):
@@ -230,6 +237,8 @@ def onnx_check(
                 "max_logit_diff": 0.0,
             }
         )
+    # The cached session holds the weights (and on Windows the file, which would block the rename).
+    release_session()
     if progress:
         progress(len(prompts), len(prompts))
-    return _summarise(rows, "f32", n_tokens, "onnxruntime")
+    return _summarise(rows, "f32", n_tokens, "onnxruntime", logits=False)
