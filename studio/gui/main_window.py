@@ -25,7 +25,6 @@ from studio.gui import settings, workers
 from studio.gui.pages.data import DataPage
 from studio.gui.pages.home import HomePage
 from studio.gui.pages.model import ModelPage
-from studio.gui.pages.placeholder import PlaceholderPage
 from studio.gui.pages.train import TrainPage
 from studio.gui.state import AppState, probe_device
 
@@ -77,13 +76,9 @@ class MainWindow(QMainWindow):
         from studio.gui.pages.chat import ChatPage  # no torch: it loads models on workers
 
         self.add_page("Chat", ChatPage(self.state))
-        self.add_page(
-            "Export",
-            PlaceholderPage(
-                "Export",
-                "Merge the adapter, quantize it and export to Hugging Face safetensors, GGUF or Ollama.",
-            ),
-        )
+        from studio.gui.pages.export import ExportPage  # no torch: exports run as a child
+
+        self.add_page("Export", ExportPage(self.state))
         self.home.new_run_requested.connect(self.new_fine_tune)
         self.home.open_requested.connect(self.open_project_dialog)
         self.home.demo_requested.connect(self.open_demo)

@@ -21,11 +21,8 @@ from pathlib import Path
 
 from studio.core.errors import ModelError, StudioError
 from studio.core.events import Done, Event, Failed, Log, Progress
+from studio.core.export.gguf_file import ExportError
 from studio.core.export.options import BITS_PER_WEIGHT, K_QUANTS, ExportOptions
-
-
-class ExportError(StudioError):
-    """An export that cannot be done as asked (one sentence, exit code 2)."""
 
 
 class Cancelled(Exception):
@@ -237,7 +234,8 @@ def export_events(opts: ExportOptions, cancel: threading.Event | None = None) ->
         commit_tmp(tmp, final)
         tmp = None
         total = sum(f["bytes"] for f in report["files"])
-        yield Log(f"wrote {len(report['files'])} files ({human(total)}) to {final}")
+        count = len(report["files"])
+        yield Log(f"wrote {count} file{'s' if count != 1 else ''} ({human(total)}) to {final}")
         yield Done(step=0, adapter=str(final), status="completed")
     except _cancel_types():
         yield Log("export cancelled; nothing was written", level="warning")

@@ -91,27 +91,6 @@ def _hf_greedy(model, ids: list[int], n: int) -> tuple[list[int], list]:
     return out, logits
 
 
-def _llama_greedy(llm, ids: list[int], n: int) -> list[int]:
-    import numpy as np
-
-    llm.reset()
-    llm.eval(ids)
-    out = []
-    for _ in range(n):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        out.append(token)
-        llm.eval([token])
-    return out
-
-
-def _llama_forced(llm, ids: list[int], path: list[int]) -> list:
-    """llama.cpp's logits at each step of transformers' greedy path (teacher forcing)."""
-    llm.reset()
-    llm.eval(ids + path[:-1])
-    start = len(ids) - 1
-    return [llm.scores[start + i].copy() for i in range(len(path))]
-
-
 def verify_gguf(
     gguf_path: Path,
     model,
@@ -125,54 +104,86 @@ def verify_gguf(
     log=None,
     cancel=None,
 ) -> dict:
+    """transformers here, llama.cpp in a child process (studio.core.export.llama_probe): a
+    crash inside llama.cpp (some builds segfault on quantized types on some CPUs) ends the
+    check, never the export or the app."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
     import numpy as np
-    from llama_cpp import Llama
 
     texts = [template.prompt(p) for p in prompts]
     id_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    n_ctx = max(len(i) for i in id_lists) + n_tokens + 8
-    with _quiet_stderr():
-        llm = Llama(
-            str(gguf_path),
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            logits_all=True,
-            verbose=False,
-            n_threads=os.cpu_count() or 1,
-        )
-    try:
-        rows = []
-        for i, (text, ids) in enumerate(zip(texts, id_lists, strict=True)):
-            if progress:
-                progress(i, len(texts))
-            if cancel and cancel():
-                break
-            llama_ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-            hf_tokens, hf_logits = _hf_greedy(model, ids, n_tokens)
-            with _quiet_stderr():
-                ll_tokens = _llama_greedy(llm, ids, n_tokens)
-                forced = _llama_forced(llm, ids, hf_tokens)
-            same = identical_prefix(hf_tokens, ll_tokens)
-            top1 = float(
-                np.mean([int(np.argmax(f)) == t for f, t in zip(forced, hf_tokens, strict=True)])
-            )
-            diff = float(max(np.max(np.abs(f - h)) for f, h in zip(forced, hf_logits, strict=True)))
-            rows.append(
-                {
-                    "prompt": prompts[i][-1]["content"][:200],
-                    "tokenizer_match": list(llama_ids) == list(ids),
-                    "greedy_identical_tokens": same,
-                    "tokens": n_tokens,
-                    "top1_agreement": round(top1, 4),
-                    "max_logit_diff": round(diff, 5),
-                    "transformers": tokenizer.decode(hf_tokens),
-                    "llama_cpp": tokenizer.decode(ll_tokens),
-                }
-            )
+    hf = []
+    for i, ids in enumerate(id_lists):
         if progress:
-            progress(len(texts), len(texts))
-    finally:
-        llm.close() if hasattr(llm, "close") else None
+            progress(i, len(texts) + 1)
+        hf.append(_hf_greedy(model, ids, n_tokens))
+    with tempfile.TemporaryDirectory(prefix="studio-verify-") as scratch:
+        job = Path(scratch) / "job.json"
+        job.write_text(
+            json.dumps(
+                {
+                    "gguf": str(gguf_path),
+                    "texts": texts,
+                    "ids": id_lists,
+                    "paths": [tokens for tokens, _ in hf],
+                    "n_tokens": n_tokens,
+                }
+            ),
+            encoding="utf-8",
+        )
+        out = Path(scratch) / "out.npz"
+        cmd = [sys.executable, "-m", "studio.core.export.llama_probe", str(job), str(out)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while proc.poll() is None:
+            if cancel and cancel():
+                proc.kill()
+                proc.wait()
+                from studio.core.export.pipeline import Cancelled
+
+                raise Cancelled()
+            try:
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        proc.stderr.close()
+        if proc.returncode != 0 or not out.is_file():
+            how = (
+                f"crashed (signal {-proc.returncode})"
+                if proc.returncode < 0
+                else f"failed ({err[-1] if err else f'exit {proc.returncode}'})"
+            )
+            note = (
+                f"not verified: llama.cpp {how} while running the GGUF; the file itself was written"
+            )
+            return {"status": "skipped", "reason": note, "summary": note, "engine": "llama.cpp"}
+        got = np.load(out)
+    rows = []
+    for i, (ids, (hf_tokens, hf_logits)) in enumerate(zip(id_lists, hf, strict=True)):
+        ll_tokens = [int(t) for t in got[f"greedy{i}"]]
+        forced = got[f"forced{i}"]
+        top1 = float(
+            np.mean([int(np.argmax(f)) == t for f, t in zip(forced, hf_tokens, strict=True)])
+        )
+        diff = float(max(np.max(np.abs(f - h)) for f, h in zip(forced, hf_logits, strict=True)))
+        rows.append(
+            {
+                "prompt": prompts[i][-1]["content"][:200],
+                "tokenizer_match": [int(t) for t in got[f"tokens{i}"]] == list(ids),
+                "greedy_identical_tokens": identical_prefix(hf_tokens, ll_tokens),
+                "tokens": n_tokens,
+                "top1_agreement": round(top1, 4),
+                "max_logit_diff": round(diff, 5),
+                "transformers": tokenizer.decode(hf_tokens),
+                "llama_cpp": tokenizer.decode(ll_tokens),
+            }
+        )
+    if progress:
+        progress(len(texts) + 1, len(texts) + 1)
     return _summarise(rows, qtype, n_tokens, "llama.cpp")
 
 
