@@ -239,3 +239,72 @@ def test_onnx_target_writes_a_verified_folder(run, tmp_path):
     assert not (out / ".merged").exists()  # the scratch merge is not shipped
     assert report["verification"]["status"] == "passed"
     assert report["verification"]["identical_prompts"] == len(report["verification"]["prompts"])
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_gguf_in_llama_cpp_gives_transformers_greedy_tokens(run, tmp_path, quant):
+    """The export's own check, on by default: llama.cpp (llama-cpp-python, the gguf extra)
+    runs the GGUF on the run's prompts; the first 16 greedy tokens equal transformers'."""
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / quant
+    last = run_export(ExportOptions(adapter=str(run), target="gguf", quant=quant, output=str(out)))
+    assert last.type == "done", last
+    check = json.loads((out / "export.json").read_text())["verification"]
+    assert check["status"] == "passed", check
+    assert check["tokenizer_match"] is True
+    assert check["identical_prompts"] == len(check["prompts"]) == 3
+    assert all(r["greedy_identical_tokens"] == r["tokens"] == 16 for r in check["prompts"])
+    assert check["max_logit_diff"] < (1e-3 if quant == "f16" else 0.05)
+    # The prompts are the run's own conversations, not canned ones.
+    assert check["prompts"][0]["prompt"] == CONVERSATIONS[0][0]["content"]
+
+
+def test_k_quant_through_llama_cpp_and_an_ollama_modelfile(run, tmp_path):
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    out = tmp_path / "ollama"
+    last = run_export(
+        ExportOptions(adapter=str(run), target="ollama", quant="q4_k_m", output=str(out))
+    )
+    assert last.type == "done", last
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["Modelfile", "export.json", "run-q4_k_m.gguf"]  # no f16 intermediate left
+    reader = gguf.GGUFReader(out / "run-q4_k_m.gguf")
+    file_type = reader.fields["general.file_type"]
+    assert int(file_type.parts[file_type.data[0]][0]) == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./run-q4_k_m.gguf")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+    report = json.loads((out / "export.json").read_text())
+    assert report["commands"]["ollama"].startswith("ollama create run -f ")
+
+
+def test_k_quant_without_llama_cpp_says_how_to_get_it(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("studio.core.export.verify.llama_cpp_available", lambda: False)
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "gguf", "--quant", "q4_k_m")
+    line = one_error(err)
+    assert code == 2 and 'pip install "studio[gguf]"' in line and "q8_0" in line
+
+
+def test_unsupported_architecture_is_one_clear_line(tmp_path, capsys):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from studio.core.tiny import build_tokenizer
+
+    folder = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    GPT2LMHeadModel(
+        GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tok))
+    ).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    run = make_run(tmp_path, folder, targets=("c_attn",))
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "gguf")
+    line = one_error(err)
+    assert code == 2 and "GPT2LMHeadModel" in line and "LlamaForCausalLM" in line
+    assert not (run / "exports").exists()
+    # The Hugging Face folder works for any architecture transformers knows.
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf")
+    assert code == 0, err
