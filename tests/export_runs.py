@@ -26,6 +26,7 @@ def make_run(
     targets=("q_proj", "k_proj", "v_proj", "o_proj"),
     system: str = "",
     seed: int = 0,
+    dora: bool = False,
 ) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -42,7 +43,10 @@ def make_run(
             fh.write(json.dumps({"messages": messages}) + "\n")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), lora_dropout=0.0)
+        model,
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=list(targets), lora_dropout=0.0, use_dora=dora
+        ),
     )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

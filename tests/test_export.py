@@ -157,7 +157,7 @@ def test_disk_filling_up_while_writing_leaves_nothing(run, tmp_path, capsys, mon
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("studio.core.export.merge.save_hf", full)
+    monkeypatch.setattr("studio.core.export.stream_merge._write_shard", full)
     out = tmp_path / "filling"
     code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf", "--output", str(out))
     assert code == 2 and "disk filled up" in one_error(err)
@@ -172,7 +172,7 @@ def test_cancel_leaves_nothing_under_the_target(run, tmp_path):
         ExportOptions(adapter=str(run), target="hf", output=str(out)), cancel
     ):
         events.append(event)
-        if event.type == "log" and event.message.startswith("loading"):
+        if event.type == "log" and "merging the adapter" in event.message:
             cancel.set()
     assert events[-1].type == "done" and events[-1].status == "stopped"
     assert not out.exists() and not (tmp_path / ".tmp-cancelled").exists()
@@ -308,3 +308,53 @@ def test_unsupported_architecture_is_one_clear_line(tmp_path, capsys):
     # The Hugging Face folder works for any architecture transformers knows.
     code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "hf")
     assert code == 0, err
+
+
+def _same_logits(folder, run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    base_dir = json.loads((run / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ]
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, run / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    text = "What is 4 plus 1?"
+    return torch.allclose(_logits(merged, tok, text), _logits(tuned, tok, text), atol=1e-4)
+
+
+def test_an_adapter_only_peft_can_merge_takes_peft_s_path(tmp_path, tiny_model):
+    run = make_run(tmp_path, tiny_model, dora=True)
+    events = list(export_events(ExportOptions(adapter=str(run), target="hf")))
+    assert events[-1].type == "done", events[-1]
+    logs = [e.message for e in events if e.type == "log"]
+    assert any(m.startswith("loading") and "merging the adapter" in m for m in logs), logs
+    assert _same_logits(Path(events[-1].adapter), run)
+
+
+def test_streamed_merge_writes_shards_with_an_index(run, tmp_path):
+    from studio.core.export.stream_merge import streamable, write_safetensors
+
+    weights = streamable(
+        run / "adapter",
+        Path(
+            json.loads((run / "adapter" / "adapter_config.json").read_text())[
+                "base_model_name_or_path"
+            ]
+        ),
+        "float32",
+    )
+    assert weights is not None and len(weights.deltas) == 8  # 4 targets x 2 layers
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    write_safetensors(weights, folder, shard_bytes=64 * 1024)
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 2
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(weights)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((weights.base_dir / name).read_bytes())
+    assert _same_logits(folder, run)

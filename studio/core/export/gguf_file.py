@@ -310,9 +310,13 @@ def _is_tied(tensors: Mapping, config: dict) -> bool:
     head, embed = tensors.get("lm_head.weight"), tensors.get("model.embed_tokens.weight")
     if head is None:
         return True
-    if embed is None or head.shape != embed.shape:
+    if embed is None or tuple(head.shape) != tuple(embed.shape):
         return False
-    if head.data_ptr() == embed.data_ptr():
+    if hasattr(head, "load"):  # lazily merged weights (stream_merge): compare the values
+        if not config.get("tie_word_embeddings"):
+            return False
+        head, embed = head.load(), embed.load()
+    elif head.data_ptr() == embed.data_ptr():
         return True
     import torch
 
@@ -323,7 +327,9 @@ def _torch_loader(tensor, permute: tuple[int, int] | None):
     def load():
         import torch
 
-        arr = tensor.detach().to("cpu", torch.float32).numpy()
+        # A LazyTensor (stream_merge) is read and merged only now, one tensor at a time.
+        value = tensor.load() if hasattr(tensor, "load") else tensor
+        arr = value.detach().to("cpu", torch.float32).numpy()
         return permute_qk(arr, *permute) if permute else arr
 
     return load

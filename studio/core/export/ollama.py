@@ -184,39 +184,44 @@ def _out(text: str) -> str:
     return _go(text)
 
 
-LOOP = ["{{- range $i, $m := .Messages }}", "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
+def _fill(opts: dict, text: str, **pieces: str) -> list[str]:
+    """Template lines with @NAME@ replaced (in one pass, so no piece is read as a name)."""
+    common = {"NL": _out("\n"), "NL2": _out("\n\n"), "LOOP": LOOP, "GEN": GEN}
+    pieces = {**common, "VARS": _vars(opts), **pieces}
+    return re.sub(r"@(\w+)@", lambda m: pieces[m.group(1)], text).strip("\n").split("\n")
+
+
+LOOP = """{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}"""
 GEN = '{{- if and $last (ne $m.Role "assistant") }}'  # the generation prompt after the last turn
-ASSISTANT = '{{- if eq $m.Role "assistant" }}'
+
+
+def _vars(opts: dict) -> str:
+    """$sys (the default system prompt) and $has (whether there is one) for the builders."""
+    has = "true" if opts.get("system") is not None else "false"
+    return "{{- $sys := " + _go_str(opts.get("system") or "") + " }}\n{{- $has := " + has + " }}"
 
 
 def _turns(opts: dict, head, end: str, keep: str = "") -> list[str]:
     """Formats where each message is head(role) + content + end, system messages in place."""
-    lines = list(LOOP)
+    default = ""
     if opts.get("system") is not None:
-        lines.append(
-            '{{- if and (eq $i 0) (ne $m.Role "system") }}'
-            + head("system")
-            + _out(opts["system"])
-            + _out(end)
-            + "{{ end }}"
-        )
-    lines += [
-        ASSISTANT
-        + head("assistant")
-        + "{{ $m.Content }}{{ if not $last }}"
-        + _out(end)
-        + "{{ end }}",
-        "{{- else"
-        + (f" if {keep}" if keep else "")
-        + " }}"
-        + head("{{ $m.Role }}")
-        + "{{ $m.Content }}"
-        + _out(end),
-        "{{- end }}",
-        GEN + head("assistant") + "{{ end }}",
-        "{{- end }}",
-    ]
-    return lines
+        default = '\n{{- if and (eq $i 0) (ne $m.Role "system") }}' + head("system")
+        default += _out(opts["system"]) + _out(end) + "{{ end }}"
+    return _fill(
+        opts,
+        """@LOOP@@DEFAULT@
+{{- if eq $m.Role "assistant" }}@HA@{{ $m.Content }}{{ if not $last }}@END@{{ end }}
+{{- else@KEEP@ }}@HR@{{ $m.Content }}@END@
+{{- end }}
+@GEN@@HA@{{ end }}
+{{- end }}""",
+        HA=head("assistant"),
+        HR=head("{{ $m.Role }}"),
+        END=_out(end),
+        KEEP=f" if {keep}" if keep else "",
+        DEFAULT=default,
+    )
 
 
 def _chatml(opts):
@@ -237,94 +242,80 @@ def _llama3(opts):
     if not opts.get("preamble"):
         return _turns(opts, _llama3_head, "<|eot_id|>")
     # Llama 3.1+: the first system message goes inside an always-present system turn.
-    return [
-        "{{- $sys := " + _go_str(opts.get("system") or "") + " }}",
-        '{{- range $i, $m := .Messages }}{{ if and (eq $i 0) (eq $m.Role "system") }}'
-        "{{ $sys = $m.Content }}{{ end }}{{ end }}"
-        + _llama3_head("system")
-        + _out(opts["preamble"])
-        + "{{ $sys }}<|eot_id|>",
-        *LOOP,
-        '{{- if and (eq $i 0) (eq $m.Role "system") }}',
-        '{{- else if eq $m.Role "assistant" }}'
-        + _llama3_head("assistant")
-        + "{{ $m.Content }}{{ if not $last }}<|eot_id|>{{ end }}",
-        "{{- else }}" + _llama3_head("{{ $m.Role }}") + "{{ $m.Content }}<|eot_id|>",
-        "{{- end }}",
-        GEN + _llama3_head("assistant") + "{{ end }}",
-        "{{- end }}",
-    ]
+    return _fill(
+        opts,
+        """@VARS@
+{{- range $i, $m := .Messages }}{{ if and (eq $i 0) (eq $m.Role "system") }}{{ $sys = $m.Content }}{{ end }}{{ end }}@HS@@PRE@{{ $sys }}<|eot_id|>
+@LOOP@
+{{- if and (eq $i 0) (eq $m.Role "system") }}
+{{- else if eq $m.Role "assistant" }}@HA@{{ $m.Content }}{{ if not $last }}<|eot_id|>{{ end }}
+{{- else }}@HR@{{ $m.Content }}<|eot_id|>
+{{- end }}
+@GEN@@HA@{{ end }}
+{{- end }}""",
+        HS=_llama3_head("system"),
+        HA=_llama3_head("assistant"),
+        HR=_llama3_head("{{ $m.Role }}"),
+        PRE=_out(opts["preamble"]),
+    )
 
 
 def _gemma(opts):
     # Gemma 3 puts the first (system) message's text at the top of the first user turn.
-    has = opts.get("system") is not None
-    return [
-        "{{- $sys := " + _go_str(opts.get("system") or "") + " }}",
-        "{{- $has := " + ("true" if has else "false") + " }}",
-        "{{- $started := false }}",
-        *LOOP,
-        '{{- if and (eq $i 0) (eq $m.Role "system") }}{{ $sys = $m.Content }}{{ $has = true }}',
-        '{{- else if ne $m.Role "system" }}<start_of_turn>'
-        '{{ if eq $m.Role "assistant" }}model{{ else }}{{ $m.Role }}{{ end }}' + _out("\n"),
-        "{{- if and $has (not $started) }}{{ $sys }}" + _out("\n\n") + "{{ end }}",
-        "{{- $started = true }}{{ $m.Content }}",
-        '{{- if or (ne $m.Role "assistant") (not $last) }}<end_of_turn>' + _out("\n") + "{{ end }}",
-        "{{- end }}",
-        GEN + "<start_of_turn>model" + _out("\n") + "{{ end }}",
-        "{{- end }}",
-    ]
+    return _fill(
+        opts,
+        """@VARS@
+{{- $started := false }}
+@LOOP@
+{{- if and (eq $i 0) (eq $m.Role "system") }}{{ $sys = $m.Content }}{{ $has = true }}
+{{- else if ne $m.Role "system" }}<start_of_turn>{{ if eq $m.Role "assistant" }}model{{ else }}{{ $m.Role }}{{ end }}@NL@
+{{- if and $has (not $started) }}{{ $sys }}@NL2@{{ end }}
+{{- $started = true }}{{ $m.Content }}
+{{- if or (ne $m.Role "assistant") (not $last) }}<end_of_turn>@NL@{{ end }}
+{{- end }}
+@GEN@<start_of_turn>model@NL@{{ end }}
+{{- end }}""",
+    )
 
 
 def _llama2(opts):
     # A system message applies to the next user turn. Every user turn opens with BOS except
     # the first, whose BOS the tokenizer adds. Studio's prompt ends "[/INST] " and the reply
     # follows; Meta's ends "[/INST]" and the reply starts with a space.
-    space = _out(" ")
-    has = opts.get("system") is not None
-    return [
-        "{{- $sys := " + _go_str(opts.get("system") or "") + " }}",
-        "{{- $has := " + ("true" if has else "false") + " }}",
-        "{{- $first := true }}",
-        *LOOP,
-        '{{- if eq $m.Role "system" }}{{ $sys = $m.Content }}{{ $has = true }}',
-        '{{- else if eq $m.Role "user" }}{{ if not $first }}' + _out(opts["bos"]) + "{{ end }}"
-        "[INST] {{ if $has }}<<SYS>>"
-        + _out("\n")
-        + "{{ $sys }}"
-        + _out("\n")
-        + "<</SYS>>"
-        + _out("\n\n")
-        + "{{ end }}{{ $m.Content }} [/INST]"
-        + (space if opts["studio"] else ""),
-        "{{- $first = false }}{{ $has = false }}",
-        '{{- else if eq $m.Role "assistant" }}'
-        + ("" if opts["studio"] else space)
-        + "{{ $m.Content }}{{ if not $last }}"
-        + _out(" " + opts["eos"])
-        + "{{ end }}",
-        "{{- end }}",
-        "{{- end }}",
-    ]
+    studio = opts["studio"]
+    return _fill(
+        opts,
+        """@VARS@
+{{- $first := true }}
+@LOOP@
+{{- if eq $m.Role "system" }}{{ $sys = $m.Content }}{{ $has = true }}
+{{- else if eq $m.Role "user" }}{{ if not $first }}@BOS@{{ end }}[INST] {{ if $has }}<<SYS>>@NL@{{ $sys }}@NL@<</SYS>>@NL2@{{ end }}{{ $m.Content }} [/INST]@AFTER@
+{{- $first = false }}{{ $has = false }}
+{{- else if eq $m.Role "assistant" }}@BEFORE@{{ $m.Content }}{{ if not $last }}@EOS@{{ end }}
+{{- end }}
+{{- end }}""",
+        BOS=_out(opts["bos"]),
+        EOS=_out(" " + opts["eos"]),
+        AFTER=_out(" ") if studio else "",
+        BEFORE="" if studio else _out(" "),
+    )
 
 
 def _alpaca(opts):
     # Studio's Alpaca: the last system message (else the default) heads the prompt.
-    return [
-        "{{- $sys := " + _go_str(opts["system"]) + " }}",
-        '{{- range $i, $m := .Messages }}{{ if eq $m.Role "system" }}{{ $sys = $m.Content }}'
-        "{{ end }}{{ end }}{{ $sys }}" + _out("\n\n"),
-        *LOOP,
-        '{{- if eq $m.Role "user" }}'
-        + _out("### Instruction:\n")
-        + "{{ $m.Content }}"
-        + _out("\n\n### Response:\n"),
-        '{{- else if ne $m.Role "system" }}{{ $m.Content }}{{ if not $last }}'
-        + _out(opts["eos"] + "\n\n")
-        + "{{ end }}",
-        "{{- end }}",
-        "{{- end }}",
-    ]
+    return _fill(
+        opts,
+        """@VARS@
+{{- range $i, $m := .Messages }}{{ if eq $m.Role "system" }}{{ $sys = $m.Content }}{{ end }}{{ end }}{{ $sys }}@NL2@
+@LOOP@
+{{- if eq $m.Role "user" }}@INSTRUCTION@{{ $m.Content }}@RESPONSE@
+{{- else if ne $m.Role "system" }}{{ $m.Content }}{{ if not $last }}@EOS@{{ end }}
+{{- end }}
+{{- end }}""",
+        INSTRUCTION=_out("### Instruction:\n"),
+        RESPONSE=_out("\n\n### Response:\n"),
+        EOS=_out(opts["eos"] + "\n\n"),
+    )
 
 
 _BUILDERS = {

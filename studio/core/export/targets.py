@@ -47,7 +47,7 @@ class Plan:
 def plan(opts: ExportOptions) -> Plan:
     """Check everything that can be checked before a byte is written."""
     from studio.core.export.merge import merge_dtype
-    from studio.core.model_info import read_model_info, resolve_model_dir
+    from studio.core.model_info import resolve_model_dir
 
     info = find_adapter(opts.adapter)
     base = opts.model or info.base_model
@@ -57,7 +57,7 @@ def plan(opts: ExportOptions) -> Plan:
             "pass --model BASE_FOLDER_OR_HUB_ID"
         )
     base_dir = resolve_model_dir(base, allow_network=True)
-    model_info = read_model_info(str(base_dir))
+    num_params = parameter_count(base_dir)
     import json
 
     config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def plan(opts: ExportOptions) -> Plan:
         if opts.output
         else default_output(opts, info.run_dir, info.folder, dtype)
     )
-    need = expected_bytes(model_info.num_params, opts.target, opts.quant, DTYPE_BYTES[dtype])
+    need = expected_bytes(num_params, opts.target, opts.quant, DTYPE_BYTES[dtype])
     if opts.target == "lora-gguf":
         need = sum(f.stat().st_size for f in info.folder.glob("adapter_model.*")) * 2
     from studio.core.export.pipeline import safe_name
@@ -101,7 +101,7 @@ def plan(opts: ExportOptions) -> Plan:
         base=str(base),
         base_dir=base_dir,
         config=config,
-        num_params=model_info.num_params,
+        num_params=num_params,
         dtype=dtype,
         output=output,
         need=need,
@@ -110,6 +110,15 @@ def plan(opts: ExportOptions) -> Plan:
         arch=arch,
         records=run_records(info.run_dir) if opts.target != "hf" else [],
     )
+
+
+def parameter_count(base_dir: Path) -> int:
+    """From the safetensors headers (instant); a model stored otherwise is counted by
+    read_model_info, which builds it on the meta device (a second or two of imports)."""
+    from studio.core.model_info import _count_safetensors, read_model_info
+
+    count, _ = _count_safetensors(base_dir)
+    return count or read_model_info(str(base_dir)).num_params
 
 
 def _report(plan: Plan) -> dict:
@@ -128,9 +137,20 @@ def _report(plan: Plan) -> dict:
     }
 
 
-def _load(plan: Plan, cancel: threading.Event):
-    """The merged model, with a note for an adapter trained against a quantized base."""
-    from studio.core.export.merge import load_merged, run_quant
+@dataclass
+class Source:
+    """What the writers read: the tokenizer, the trained template and the merged weights."""
+
+    tokenizer: object
+    template: object
+    tensors: object
+    """name -> tensor (peft's merged state dict) or LazyTensor (merged on read)."""
+    model: object = None
+    """The merged transformers model, when it was loaded (the peft path, or for a check)."""
+
+
+def _qlora_note(plan: Plan):
+    from studio.core.export.merge import run_quant
 
     trained = run_quant(plan.info)
     if trained in ("4bit", "8bit"):
@@ -140,6 +160,12 @@ def _load(plan: Plan, cancel: threading.Event):
         )
         plan.notes.append(note)
         yield _log(note, "warning")
+
+
+def _load(plan: Plan, cancel: threading.Event):
+    """The base and adapter merged by peft in memory (any adapter peft can load)."""
+    from studio.core.export.merge import load_merged
+
     yield _log(f"loading {plan.base} in {plan.dtype} and merging the adapter")
 
     def work(progress, log, cancel):
@@ -157,6 +183,27 @@ def _load(plan: Plan, cancel: threading.Event):
     return (yield from run_stage("merging", work, cancel))
 
 
+def _source(plan: Plan, cancel: threading.Event):
+    """Stream the merge from the files when the adapter is plain LoRA, else merge with peft."""
+    from studio.core.export.stream_merge import streamable
+
+    yield from _qlora_note(plan)
+    weights = None
+    if plan.opts.target in ("hf", "gguf", "ollama"):
+        weights = streamable(plan.info.folder, plan.base_dir, plan.dtype)
+    if weights is None:
+        merged = yield from _load(plan, cancel)
+        return Source(merged.tokenizer, merged.template, merged.model.state_dict(), merged.model)
+    from studio.core.infer import chat_template
+    from studio.core.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(plan.base_dir), plan.opts.trust_remote_code)
+    yield _log(
+        f"merging the adapter into {plan.base} ({plan.dtype}) tensor by tensor, from its files"
+    )
+    return Source(tokenizer, chat_template(tokenizer, plan.info.template), weights)
+
+
 def _log(message: str, level: str = "info"):
     from studio.core.events import Log
 
@@ -167,24 +214,35 @@ def write(plan: Plan, tmp: Path, cancel: threading.Event):
     target = plan.opts.target
     if target == "lora-gguf":
         return (yield from _write_lora_gguf(plan, tmp, cancel))
-    merged = yield from _load(plan, cancel)
-    if target == "hf":
-        return (yield from _write_hf(plan, merged, tmp, cancel))
     if target == "onnx":
+        yield from _qlora_note(plan)
+        merged = yield from _load(plan, cancel)
         return (yield from _write_onnx(plan, merged, tmp, cancel))
-    return (yield from _write_gguf(plan, merged, tmp, cancel))
+    source = yield from _source(plan, cancel)
+    if target == "hf":
+        return (yield from _write_hf(plan, source, tmp, cancel))
+    return (yield from _write_gguf(plan, source, tmp, cancel))
 
 
-def _write_hf(plan: Plan, merged, tmp: Path, cancel):
+def _write_hf(plan: Plan, source: Source, tmp: Path, cancel):
     from studio.core.export.jinja import jinja_template
-    from studio.core.export.merge import save_hf
+    from studio.core.export.merge import end_of_turn_ids, save_hf
+    from studio.core.export.stream_merge import copy_config, write_safetensors
 
-    jinja = jinja_template(merged.template, merged.tokenizer)
+    jinja = jinja_template(source.template, source.tokenizer)
 
     def work(progress, log, cancel):
-        progress(0, 1)
-        save_hf(merged, tmp, jinja)
-        progress(1, 1)
+        if source.model is not None:
+            progress(0, 1)
+            save_hf(source, tmp, jinja)
+            progress(1, 1)
+            return
+        write_safetensors(source.tensors, tmp, progress=progress, cancel=cancel)
+        copy_config(
+            plan.base_dir, tmp, plan.dtype, end_of_turn_ids(source.tokenizer, source.template)
+        )
+        source.tokenizer.chat_template = jinja
+        source.tokenizer.save_pretrained(tmp)
 
     yield from run_stage("writing", work, cancel)
     report = _report(plan)
@@ -194,15 +252,15 @@ def _write_hf(plan: Plan, merged, tmp: Path, cancel):
     return report
 
 
-def _write_gguf(plan: Plan, merged, tmp: Path, cancel):
+def _write_gguf(plan: Plan, source: Source, tmp: Path, cancel):
     from studio.core.export.gguf_file import write_gguf
     from studio.core.export.jinja import jinja_template
 
     quant = plan.opts.quant
-    jinja = jinja_template(merged.template, merged.tokenizer)
+    jinja = jinja_template(source.template, source.tokenizer)
     tok_dir = tmp / ".tokenizer"
-    merged.tokenizer.chat_template = jinja
-    merged.tokenizer.save_pretrained(tok_dir)
+    source.tokenizer.chat_template = jinja
+    source.tokenizer.save_pretrained(tok_dir)
     gguf_name = f"{plan.name}-{quant}.gguf"
     native = "f16" if quant in K_QUANTS else quant
     first = tmp / (f".{plan.name}-f16.gguf" if quant in K_QUANTS else gguf_name)
@@ -211,7 +269,7 @@ def _write_gguf(plan: Plan, merged, tmp: Path, cancel):
         write_gguf,
         cancel,
         path=first,
-        tensors=merged.model.state_dict(),
+        tensors=source.tensors,
         config=plan.config,
         tokenizer_dir=tok_dir,
         qtype=native,
@@ -230,18 +288,16 @@ def _write_gguf(plan: Plan, merged, tmp: Path, cancel):
     shutil.rmtree(tok_dir, ignore_errors=True)
     report = _report(plan)
     report["gguf"] = dict(summary or {}, file=gguf_name)
-    report["verification"] = yield from _verify(plan, merged, tmp / gguf_name, cancel)
+    report["verification"] = yield from _verify(plan, source, tmp / gguf_name, cancel)
     run_cmd = f"llama-cli -m {plan.output / gguf_name} -cnv"
     report["commands"] = {"llama.cpp": run_cmd}
     if plan.opts.target == "ollama":
-        report["commands"].update(
-            (yield from _write_modelfile(plan, merged, jinja, tmp, gguf_name))
-        )
+        report["commands"].update((yield from _write_modelfile(plan, jinja, tmp, gguf_name)))
         report["ollama_name"] = plan.name
     return report
 
 
-def _verify(plan: Plan, merged, gguf_path: Path, cancel):
+def _verify(plan: Plan, source: Source, gguf_path: Path, cancel):
     from studio.core.export.prompts import check_prompts
     from studio.core.export.verify import llama_cpp_available, verify_gguf
 
@@ -254,15 +310,18 @@ def _verify(plan: Plan, merged, gguf_path: Path, cancel):
         )
         yield _log(note, "warning")
         return {"status": "skipped", "reason": note}
+    model = source.model
+    if model is None:  # merged from the files: the check needs it in transformers too
+        model = (yield from _load(plan, cancel)).model
     yield _log("verifying: the GGUF in llama.cpp against the merged model in transformers")
     result = yield from run_stage(
         "verifying",
         verify_gguf,
         cancel,
         gguf_path=gguf_path,
-        model=merged.model,
-        tokenizer=merged.tokenizer,
-        template=merged.template,
+        model=model,
+        tokenizer=source.tokenizer,
+        template=source.template,
         prompts=check_prompts(plan.records),
         qtype=plan.opts.quant,
     )
@@ -270,7 +329,7 @@ def _verify(plan: Plan, merged, gguf_path: Path, cancel):
     return result
 
 
-def _write_modelfile(plan: Plan, merged, jinja: str, tmp: Path, gguf_name: str):
+def _write_modelfile(plan: Plan, jinja: str, tmp: Path, gguf_name: str):
     from studio.core.export.ollama import modelfile, ollama_template
     from studio.core.export.prompts import trained_system_prompt
 
