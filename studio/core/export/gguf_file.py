@@ -348,8 +348,13 @@ def write_gguf(
     cancel=None,
     pre_tokenizer: str = "",
     log=None,
+    add_bos: bool | None = None,
 ) -> dict:
-    """Write a complete model GGUF to `path` (see the module docstring); a summary dict back."""
+    """Write a complete model GGUF to `path` (see the module docstring); a summary dict back.
+
+    add_bos, when given, is llama.cpp's add-BOS flag: whether the prompts the model was trained
+    on start with BOS (Studio tokenises its rendered chats without adding special tokens, so a
+    tokenizer that would add BOS does not decide it)."""
     from gguf import GGMLQuantizationType as T
     from gguf import GGUFWriter
 
@@ -375,6 +380,8 @@ def write_gguf(
         )
     except VocabError as e:
         raise ExportError(str(e)) from None
+    if add_bos is not None:
+        vocab.special.add_special_token["bos"] = bool(add_bos)
     writer = GGUFWriter(path=None, arch=arch)
     model_name = name or str(config.get("_name_or_path") or arch).rstrip("/").split("/")[-1]
     _add_model_metadata(writer, arch, hp, config, n_vocab, model_name, _file_type(qtype))

@@ -276,6 +276,7 @@ def _write_gguf(plan: Plan, source: Source, tmp: Path, cancel):
         chat_template=jinja,
         name=plan.name,
         pre_tokenizer=plan.opts.pre_tokenizer,
+        add_bos=_trained_with_bos(source),
     )
     if quant in K_QUANTS:
         from studio.core.export.verify import quantize_k
@@ -295,6 +296,19 @@ def _write_gguf(plan: Plan, source: Source, tmp: Path, cancel):
         report["commands"].update((yield from _write_modelfile(plan, jinja, tmp, gguf_name)))
         report["ollama_name"] = plan.name
     return report
+
+
+def _trained_with_bos(source: Source) -> bool | None:
+    """Whether the trained prompts start with BOS: then llama.cpp and Ollama add it; a
+    template that writes no BOS (ChatML on a Llama tokenizer) must not get one added."""
+    bos = getattr(source.tokenizer, "bos_token", None)
+    if not bos:
+        return False
+    try:
+        text = source.template.prompt([{"role": "user", "content": "Hi"}])
+    except Exception:  # a template refusing this tiny conversation: the tokenizer's own flag
+        return None
+    return text.startswith(bos)
 
 
 def _verify(plan: Plan, source: Source, gguf_path: Path, cancel):
@@ -335,7 +349,10 @@ def _write_modelfile(plan: Plan, jinja: str, tmp: Path, gguf_name: str):
 
     tmpl = ollama_template(jinja, plan.info.template)
     system = trained_system_prompt(plan.records)
-    (tmp / "Modelfile").write_text(modelfile(gguf_name, tmpl, system=system), encoding="utf-8")
+    # "\n" on every platform: a Windows line ending would end up inside a multi-line SYSTEM.
+    (tmp / "Modelfile").write_text(
+        modelfile(gguf_name, tmpl, system=system), encoding="utf-8", newline="\n"
+    )
     yield _log(f"Modelfile written ({tmpl.family} template, stop {', '.join(tmpl.stops)})")
     return {"ollama": f"ollama create {plan.name} -f {plan.output / 'Modelfile'}"}
 
