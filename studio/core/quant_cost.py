@@ -63,15 +63,10 @@ def evaluation_examples(cfg, tokenizer, max_examples: int):
     examples are token for token those training evaluated on.
     """
     from studio.core.data.examples import build_examples
-    from studio.core.data.split import load_split
+    from studio.core.data.split import load_run_split
     from studio.core.data.templates import resolve_template
 
-    try:
-        split = load_split(cfg.data, cfg.train.seed)
-    except DataError as e:
-        if e.field:
-            raise
-        raise DataError(f"data.path: {e.message}", field="data.path") from None
+    split = load_run_split(cfg.data, cfg.train.seed)
     records, note = list(split.val)[:max_examples], ""
     if not records:
         records = list(split.train.records)[:max_examples]

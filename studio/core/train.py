@@ -169,15 +169,10 @@ def evaluate(
 
 
 def _prepare_data(cfg: RunConfig, tokenizer):
-    from studio.core.data.split import load_split
+    from studio.core.data.split import load_run_split
     from studio.core.data.templates import resolve_template
 
-    try:
-        split = load_split(cfg.data, cfg.train.seed)
-    except DataError as e:
-        if e.field:
-            raise
-        raise DataError(f"data.path: {e.message}", field="data.path") from None
+    split = load_run_split(cfg.data, cfg.train.seed)
     train_ds, val_records = split.train, split.val
     needs_template = any(not r.is_text for r in train_ds.records + list(val_records))
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None

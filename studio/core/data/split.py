@@ -75,3 +75,13 @@ def load_split(cfg: DataConfig, seed: int) -> Split:
         kept, held = split_records(train.records, cfg.val_split, seed)
         return Split(dataclasses.replace(train, records=kept), held, None)
     return Split(train, [], None)
+
+
+def load_run_split(cfg: DataConfig, seed: int) -> Split:
+    """load_split for a run: a problem with the file that names no field is data.path's."""
+    try:
+        return load_split(cfg, seed)
+    except DataError as e:
+        if e.field:
+            raise
+        raise DataError(f"data.path: {e.message}", field="data.path") from None
