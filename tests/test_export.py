@@ -358,3 +358,27 @@ def test_streamed_merge_writes_shards_with_an_index(run, tmp_path):
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((weights.base_dir / name).read_bytes())
     assert _same_logits(folder, run)
+
+
+@pytest.mark.parametrize("builder", ["build_qwen2", "build_qwen3", "build_spm_llama"])
+def test_other_families_end_to_end(tmp_path, builder):
+    """Qwen2 (biases, byte-level BPE with Qwen's pre-tokenizer), Qwen3 and a SentencePiece-style
+    Llama: the merged folder matches base+adapter, and the GGUF (checked in llama.cpp when it
+    is installed) gives transformers' greedy tokens."""
+    from tests import export_models
+
+    base = getattr(export_models, builder)(tmp_path / "base")
+    run = make_run(tmp_path, base, template="chatml")
+    last = run_export(ExportOptions(adapter=str(run), target="hf"))
+    assert last.type == "done", last
+    assert _same_logits(Path(last.adapter), run)
+    last = run_export(ExportOptions(adapter=str(run), target="gguf", quant="f16"))
+    assert last.type == "done", last
+    check = json.loads((Path(last.adapter) / "export.json").read_text())["verification"]
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        assert check["status"] == "skipped" and "studio[gguf]" in check["reason"]
+        return
+    assert check["status"] == "passed", check
+    assert check["identical_prompts"] == 3 and check["tokenizer_match"]
