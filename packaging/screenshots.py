@@ -4,8 +4,9 @@
 
 Runs offscreen (no display needed) with a throw-away STUDIO_HOME, so it never touches your
 settings. Writes home.png, data.png, data-skipped.png, model.png, train.png (during a real
-demo run), train-failed.png, train-history.png, chat.png, export.png and the wizard's steps
-(wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
+demo run), train-failed.png, train-history.png, train-finished.png (base vs tuned answers
+after the run), chat.png, chat-suggestions.png, export.png (after a real export of the demo
+run) and the wizard's steps (wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def main(out_dir: str) -> int:
     try:
         train_shots(app, window, shot)
         chat_shot(app, window, shot)
+        finished_shots(app, window, shot, window.state.project.runs_dir / "demo-r16")
+        export_shot(app, window, shot)
     finally:
+        window.pages["Export"].shutdown()  # a timeout: do not leave an export behind
         train = window.pages["Train"]
         if train.is_running():  # a timeout: do not leave a training process behind
             train.run.kill()
@@ -173,6 +177,48 @@ def chat_shot(app, window, shot) -> None:
     page.send_button.click()
     wait_until(app, lambda: finished, timeout=120)
     shot(window, "chat")
+
+
+def export_shot(app, window, shot) -> None:
+    """export.png (replacing the one of the page before any run): the demo-r16 run exported
+    as GGUF Q8_0 from the page, checked in llama.cpp when that works here."""
+    page = window.pages["Export"]
+    window.show_page("Export")
+    run = str(window.state.project.runs_dir / "demo-r16")
+    page.select_run(run)
+    wait_until(app, lambda: page.facts is not None and page.facts.folder == run)
+    page.set_target("gguf")
+    page.set_type("q8_0")
+    ended = []
+    page.export_finished.connect(ended.append)
+    page.replace_box.setChecked(True)
+    for verify in (True, False):  # without llama-cpp-python (or if the check fails) no check
+        page.verify_box.setChecked(verify and page.verify_box.isEnabled())
+        ended.clear()
+        page.start_export()
+        wait_until(app, lambda: ended, timeout=600)
+        if ended[0] == "completed":
+            break
+    shot(window, "export")
+
+
+def finished_shots(app, window, shot, run_dir) -> None:
+    """train-finished.png: a finished run with the base's and the tuned model's answers side
+    by side; chat-suggestions.png: "Chat with it" from there, with prompts from the data."""
+    page = window.pages["Train"]
+    window.statusBar().clearMessage()  # the killed run's notice is not about this run
+    window.show_page("Train")
+    if page.run_dir != run_dir:
+        page.open_run_folder(run_dir)
+    wait_until(app, lambda: page.worker is None)
+    if page.after_run.comparison is None and page.after_run.task is None:
+        page.after_run.start()  # a later run started before this one's answers were in
+    wait_until(app, lambda: page.after_run.comparison is not None, timeout=300)
+    shot(window, "train-finished")
+    page.after_run.chat_button.click()
+    bar = window.pages["Chat"].suggestions
+    wait_until(app, lambda: bar.source == str(run_dir) and bar.task is None and bar.buttons)
+    shot(window, "chat-suggestions")
 
 
 if __name__ == "__main__":

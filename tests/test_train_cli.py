@@ -227,19 +227,32 @@ def test_exit_codes_through_a_real_process(tiny_model, data, tmp_path):
     assert bad.returncode == 2 and "lora.r" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_demo_trains_offline_and_loss_falls(tmp_path):
+def test_demo_trains_offline_loss_falls_and_it_learns_to_end_its_answers(tmp_path):
+    from studio.core import after_run, presets, step_timing
+
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "studio", "train", "--demo", "--output", str(out), "--quiet"],
+        [sys.executable, "-m", "studio", "train", "--demo", "--output", str(out), "--quiet",
+         "--samples", "10"],
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     evals = [e["eval_loss"] for e in events if e["type"] == "eval"]
     assert len(evals) >= 3 and evals[-1] < evals[0] * 0.8
     assert Path(events[-1]["adapter"]).joinpath("adapter_model.safetensors").is_file()
+    # The preset code sized it, and the app's estimate counted the same steps.
+    cfg = RunConfig.load(out / "run.yaml")
+    assert cfg.train.epochs == presets.demo_settings()["train.epochs"]
+    data = presets.measure(cfg)[0]
+    assert events[0]["total_steps"] == step_timing.planned_steps(cfg, data)[0]
+    # Ten held-out prompts, at most 48 tokens: the tuned model ends its turn, the base not.
+    result = after_run.load_comparison(out)
+    assert len(result.samples) == 10 and result.source == "validation"
+    assert result.tuned_stops >= 8 and result.base_stops <= 2
+    assert result.summary() in proc.stdout and "> What" in proc.stdout
 
 
 def test_hub_id_offline_is_a_clear_error(data, capsys):

@@ -25,18 +25,14 @@ CHOICES = {
     "data.overlong": ("truncate", "drop"),
     "train.scheduler": ("cosine", "linear", "constant"),
 }
-# What --demo sets unless a flag or --config says otherwise: ~1 minute on 2 CPU cores.
-DEMO = {
-    "train.epochs": 6.0,
-    "train.batch_size": 4,
-    "train.seq_len": 256,
-    "train.lr": 1e-3,
-    "train.eval_every": 10,
-    "train.save_every": 20,
-    "data.val_split": 0.1,
-    "lora.r": 16,
-    "lora.lora_alpha": 32,
-}
+
+
+def demo_settings() -> dict:
+    """What --demo sets unless a flag or --config says otherwise: the app's default preset as
+    sized for the bundled demo (studio.core.presets, the code the wizard uses too)."""
+    from studio.core.presets import demo_settings as planned
+
+    return planned()
 
 
 def add_parser(sub) -> None:
@@ -55,6 +51,15 @@ def add_parser(sub) -> None:
         "--demo", action="store_true", help="train the bundled demo model on the bundled data"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="after training, answer N held-out prompts with the base and the tuned model and "
+        "say how many ended their turn (default: 3 with --demo unless --quiet, else 0); "
+        "saved to RUN/samples.json",
+    )
     from studio.core.config import FLAGS, RunConfig
 
     defaults = RunConfig().to_dict()
@@ -106,7 +111,7 @@ def build_config(args):
         if not cfg.data.path:
             cfg = _set(cfg, "data.path", str(demo / "data.jsonl"))
         if not args.config and saved is None:  # a resumed run keeps its own settings
-            for key, value in DEMO.items():
+            for key, value in demo_settings().items():
                 cfg = _set(cfg, key, value)
     from studio.core.config import FLAGS
 
@@ -319,4 +324,28 @@ def run(args) -> int:
         return 1
     if last.type == "done" and last.status == "stopped":
         return 130
+    samples = (
+        args.samples if args.samples is not None else (3 if args.demo and not args.quiet else 0)
+    )
+    if samples > 0:
+        _print_samples(cfg, samples)
     return 0
+
+
+def _print_samples(cfg, n: int) -> None:
+    """Base vs tuned answers to n held-out prompts, and how many ended their turn."""
+    from studio.core.after_run import compare_with_base
+
+    print(f"answering {n} held-out prompts with the base and the tuned model...", file=sys.stderr)
+    try:
+        result = compare_with_base(cfg.output, n, device=cfg.model.device)
+    except Exception as e:  # the run is done and saved; a failed sample must not fail it
+        print(f"(no sample answers: {str(e).splitlines()[0] if str(e) else type(e).__name__})",
+              file=sys.stderr)  # fmt: skip
+        return
+    cut = f" [cut at {result.max_new_tokens} tokens]"
+    for s in result.samples:
+        print(f"\n> {s.prompt}")
+        print(f"  base:  {s.base}{'' if s.base_stopped else cut}")
+        print(f"  tuned: {s.tuned}{'' if s.tuned_stopped else cut}")
+    print("\n" + result.summary())

@@ -10,7 +10,6 @@ A run folder written by the CLI anywhere on disk opens too (`open_run`). No Qt h
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shlex
 import time
@@ -23,6 +22,14 @@ import yaml
 from studio.core import paths, runs
 from studio.core.config import FLAGS, RunConfig, flat_settings
 from studio.core.errors import ConfigError, StudioError
+from studio.core.presets import (  # noqa: F401 - re-exported
+    DEFAULT_PRESET,
+    PRESETS,
+    Preset,
+    apply_preset,
+    demo_settings,
+    with_settings,
+)
 
 PROJECT_FILE = "project.yaml"
 RUN_FILE = "run.yaml"
@@ -185,9 +192,14 @@ def demo_project(parent: str | Path | None = None) -> Project:
     folder = (Path(parent) if parent else paths.projects_dir()) / "Demo"
     if (folder / PROJECT_FILE).exists():
         return open_project(folder)
-    cfg = apply_preset(RunConfig(), "Quick test")
+    cfg = RunConfig()
     cfg.data.path = str(demo / "data.jsonl")
     cfg.model.path = str(demo / "model")
+    # The default preset as sized for the demo: the same settings `studio train --demo` uses.
+    try:
+        cfg = with_settings(cfg, demo_settings())
+    except StudioError:  # a broken demo folder: the wizard measures it again and says why
+        pass
     project = Project(folder=folder, name="Demo")
     project.remember(cfg)
     return project
@@ -218,84 +230,8 @@ def open_run(folder: str | Path) -> RunSummary:
     return read_run(folder)
 
 
-# --- presets --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    summary: str
-    """What it does, in plain words."""
-    train: dict[str, Any]
-    lora: dict[str, Any]
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "Quick test",
-            "A few minutes: 30 steps at a small rank. Checks that the data, the template and "
-            "the model work together before you spend real time. The model learns little.",
-            train={
-                "max_steps": 30,
-                "epochs": 1.0,
-                "lr": 3e-4,
-                "seq_len": 512,
-                "batch_size": 2,
-                "grad_accum": 1,
-                "save_every": 0,
-            },
-            lora={"r": 8, "lora_alpha": 16},
-        ),
-        Preset(
-            "Balanced",
-            "One pass over your data with sensible settings. A good first real run for most "
-            "datasets of a few thousand examples.",
-            train={
-                "max_steps": 0,
-                "epochs": 1.0,
-                "lr": 2e-4,
-                "seq_len": 1024,
-                "batch_size": 4,
-                "grad_accum": 2,
-                "save_every": 0,
-            },
-            lora={"r": 16, "lora_alpha": 32},
-        ),
-        Preset(
-            "Thorough",
-            "Three passes, a higher rank and longer sequences, with a checkpoint every 200 steps. "
-            "Learns the most; takes several times longer and needs more memory.",
-            train={
-                "max_steps": 0,
-                "epochs": 3.0,
-                "lr": 1e-4,
-                "seq_len": 2048,
-                "batch_size": 4,
-                "grad_accum": 4,
-                "save_every": 200,
-            },
-            lora={"r": 32, "lora_alpha": 64},
-        ),
-    )
-}
-DEFAULT_PRESET = "Balanced"
-
-
-def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
-    """A copy of cfg with the preset's training and LoRA settings."""
-    if name not in PRESETS:
-        raise ConfigError(
-            f"preset: must be one of {', '.join(PRESETS)}; got {name!r}", field="preset"
-        )
-    p = PRESETS[name]
-    return dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(cfg.train, **p.train),
-        lora=dataclasses.replace(cfg.lora, **p.lora),
-    )
-
+# --- presets: sized to the data and the model in studio.core.presets; re-exported here ----
+# (the wizard, the tests and older callers import them from this module)
 
 # --- the equivalent command line -------------------------------------------------------
 

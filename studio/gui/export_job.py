@@ -39,8 +39,9 @@ HF_DTYPES = {
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 STAGES = {
     "merging": "Merging the adapter into the base model",
-    "writing": "Writing the files",
-    "writing GGUF": "Writing the GGUF file",
+    # A plain LoRA is merged tensor by tensor as the files are written (stream_merge).
+    "writing": "Merging the adapter and writing the files",
+    "writing GGUF": "Merging the adapter and writing the GGUF file",
     "quantizing": "Quantizing with llama.cpp",
     "verifying": "Checking the result against the merged model",
     "writing ONNX": "Writing the ONNX model",

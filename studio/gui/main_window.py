@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         from studio.gui.pages.chat import ChatPage  # no torch: it loads models on workers
 
         self.add_page("Chat", ChatPage(self.state))
+        self.pages["Train"].chat_requested.connect(self.chat_with_run)
         from studio.gui.pages.export import ExportPage  # no torch: exports run as a child
 
         self.add_page("Export", ExportPage(self.state))
@@ -215,6 +216,11 @@ class MainWindow(QMainWindow):
         self.state.set_job(f"Training {run.run_dir.name}")
         self.show_page("Train")
         self.home.refresh()
+
+    def chat_with_run(self, run_dir) -> None:
+        """The Train page's "Chat with it": the run's model beside its base, on the Chat page."""
+        self.pages["Chat"].open_run(run_dir)
+        self.show_page("Chat")
 
     # --- device -----------------------------------------------------------------------
 

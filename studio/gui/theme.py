@@ -33,6 +33,13 @@ def muted_color() -> QColor:
     return QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText)
 
 
+def show_status(label, text: str, kind: str = "") -> None:
+    """A status line in a label: kind "error" (red), "ok" (green) or "" (muted)."""
+    colors = {"error": error_color(), "ok": ok_color(), "": muted_color()}
+    label.setText(text)
+    label.setStyleSheet(f"color: {colors[kind].name()}")
+
+
 def mono_font() -> QFont:
     return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -21,27 +20,22 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QRadioButton,
     QVBoxLayout,
     QWizard,
     QWizardPage,
 )
 
-from studio.core import model_info
+from studio.core import model_info, presets, step_timing
 from studio.core.config import FORMATS, RunConfig
 from studio.core.errors import ConfigError, StudioError
-from studio.core.project import DEFAULT_PRESET, PRESETS, apply_preset, command_line, create_project
-from studio.gui import run_launcher, settings, theme
-from studio.gui.forms import ConfigForm
+from studio.core.project import command_line, create_project
+from studio.gui import run_launcher, theme
 from studio.gui.memory_view import MemoryView
 from studio.gui.pages.data import FILE_FILTER, NeedsColumns, load_file
+from studio.gui.settings_step import SettingsStep
 from studio.gui.workers import run_task
 
-
-def _status(label: QLabel, text: str, kind: str = "") -> None:
-    colors = {"error": theme.error_color(), "ok": theme.ok_color(), "": theme.muted_color()}
-    label.setText(text)
-    label.setStyleSheet(f"color: {colors[kind].name()}")
+_status = theme.show_status
 
 
 class DataStep(QWizardPage):
@@ -255,87 +249,6 @@ class ModelStep(QWizardPage):
         return True
 
 
-class SettingsStep(QWizardPage):
-    def __init__(self, wizard: NewRunWizard):
-        super().__init__()
-        self.w = wizard
-        self.setTitle("3. Settings")
-        self.setSubTitle(
-            "How hard to train. The presets work for most data; Advanced shows every setting."
-        )
-        layout = QVBoxLayout(self)
-        self.group = QButtonGroup(self)
-        self.buttons: dict[str, QRadioButton] = {}
-        for name, preset in PRESETS.items():
-            button = QRadioButton(name)
-            button.setStyleSheet("font-weight: bold")
-            explain = QLabel(preset.summary)
-            explain.setWordWrap(True)
-            explain.setContentsMargins(24, 0, 0, 6)
-            self.group.addButton(button)
-            self.buttons[name] = button
-            layout.addWidget(button)
-            layout.addWidget(explain)
-            button.toggled.connect(lambda on, n=name: on and self.choose(n))
-        self.advanced_button = QPushButton("Show advanced settings")
-        self.advanced_button.setCheckable(True)
-        self.advanced_button.toggled.connect(self._toggle_advanced)
-        self.form = ConfigForm()
-        self.form.hide()
-        self.error = QLabel("")
-        self.error.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.advanced_button)
-        row.addStretch(1)
-        layout.addLayout(row)
-        layout.addWidget(self.form, 1)
-        layout.addWidget(self.error)
-        layout.addStretch(0)
-
-    def initializePage(self) -> None:
-        cfg = self.w.cfg
-        match = next((n for n in PRESETS if apply_preset(cfg, n) == cfg), None)
-        if match is None and self.w.state.project is not None and self.w.state.project.settings:
-            # The project's last settings, as they were: no preset is forced on them.
-            self.preset = ""
-            self.group.setExclusive(False)
-            for b in self.buttons.values():
-                b.setChecked(False)
-            self.group.setExclusive(True)
-            self.form.set_config(cfg)
-            _status(
-                self.error, "Showing this project's last settings; choose a preset to start over."
-            )
-            return
-        name = match or settings.get("wizard/preset", DEFAULT_PRESET)
-        name = name if name in PRESETS else DEFAULT_PRESET
-        self.buttons[name].setChecked(True)
-        self.choose(name)
-
-    def choose(self, name: str) -> None:
-        self.preset = name
-        self.form.set_config(apply_preset(self.w.cfg, name))
-        self.error.clear()
-
-    def _toggle_advanced(self, on: bool) -> None:
-        self.form.setVisible(on)
-        self.advanced_button.setText("Hide advanced settings" if on else "Show advanced settings")
-
-    def validatePage(self) -> bool:
-        try:
-            cfg = self.form.build(self.w.cfg)
-        except ConfigError as e:
-            _status(self.error, e.message, "error")
-            self.advanced_button.setChecked(True)
-            self.form.highlight(e.field)
-            return False
-        self.form.highlight(None)
-        if self.preset:
-            settings.put("wizard/preset", self.preset)
-        self.w.cfg = cfg
-        return True
-
-
 class ReviewStep(QWizardPage):
     def __init__(self, wizard: NewRunWizard):
         super().__init__()
@@ -351,6 +264,10 @@ class ReviewStep(QWizardPage):
         self.command.setFont(theme.mono_font())
         self.command.setMaximumHeight(90)
         self.memory = MemoryView()
+        self.time = QLabel("")
+        self.time.setWordWrap(True)
+        self.time.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self._timing = None
         self.error = QLabel("")
         self.error.setWordWrap(True)
         form = QFormLayout(self)
@@ -358,6 +275,7 @@ class ReviewStep(QWizardPage):
         form.addRow("Run name", self.run_name)
         form.addRow("Command", self.command)
         form.addRow("Memory", self.memory)
+        form.addRow("Time", self.time)
         form.addRow("", self.error)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
@@ -374,8 +292,53 @@ class ReviewStep(QWizardPage):
         info = self.w.state.model_info
         if info is not None:
             self.memory.show_estimate(info, self.w.cfg, self.w.state)
+        self._estimate_time()
+
+    def _estimate_time(self) -> None:
+        """The run's length in steps now, and in time once one step has been timed."""
+        data, model = self.w.sizes or presets.TYPICAL
+        steps, _ = step_timing.planned_steps(self.w.cfg, data)
+        self._cancel_timing()
+        device = self.w.cfg.model.device
+        if device == "auto":
+            device = "cuda" if self.w.state.on_gpu else "cpu"
+        if not step_timing.cheap_to_measure(model, device):
+            self.time.setText(step_timing.RunEstimate(steps, 0).describe())
+            return
+        self.time.setText(f"{steps:,} steps. Timing one step of this model on this machine…")
+        self._timing = run_task(
+            self, step_timing.estimate_run, self.w.cfg, data, model,
+            on_done=self._timed, on_error=self._not_timed, on_progress=self._timing_progress,
+        )  # fmt: skip
+
+    def _timing_progress(self, _done, _total) -> None:
+        pass  # given so that the measurement can be cancelled between its steps
+
+    def _timed(self, estimate) -> None:
+        self._timing = None
+        self.time.setText(estimate.describe())
+
+    def _not_timed(self, error) -> None:
+        self._timing = None
+        steps, _ = step_timing.planned_steps(self.w.cfg, (self.w.sizes or presets.TYPICAL)[0])
+        self.time.setText(
+            f"{steps:,} steps. Could not time a step ahead ({str(error).splitlines()[0]}); "
+            "the Train page shows the time left once the first steps are done."
+        )
+
+    def _cancel_timing(self) -> None:
+        # The measurement checks for this between its steps, so it ends within one step
+        # rather than compete with the training process for the machine.
+        if self._timing is not None:
+            self._timing.cancel()
+            self._timing = None
+
+    def cleanupPage(self) -> None:
+        self._cancel_timing()
+        super().cleanupPage()
 
     def validatePage(self) -> bool:
+        self._cancel_timing()
         try:
             self.w.start(self.project.text().strip(), self.run_name.text().strip())
         except (StudioError, OSError) as e:
@@ -424,6 +387,9 @@ class NewRunWizard(QWizard):
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
         self.resize(820, 640)
         self.cfg: RunConfig = state.config
+        self.sizes = None
+        """(DataStats, ModelStats) of the chosen data and model, once measured."""
+        self.sizes_key = ("", "")
         self.run = None
         self.steps = [
             DataStep(self),

@@ -306,3 +306,48 @@ def test_a_message_sent_during_the_quality_check_is_answered_after_it(qtbot, pag
         check.button.click()  # Cancel
     assert check.label.text() == "" and check.button.text() == "Compare quality…"
     assert page.histories[0][-1]["role"] == "assistant"
+
+
+def test_suggestions_from_the_data_and_a_hint_for_a_model_that_never_stops(
+    qtbot, tiny_model, tmp_path, write_jsonl
+):
+    from studio.core.project import create_project
+
+    data = write_jsonl("qa.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "A."}]}
+        for q in ("What is 1 plus 2?", "What is 5 plus 5?", "Name a colour.", "Say hi & bye.")
+    ])  # fmt: skip
+    state = AppState()
+    state.set_project(create_project("p", tmp_path, dataset=str(data), model=str(tiny_model)))
+    page = ChatPage(state)
+    qtbot.addWidget(page)
+    page.show()
+    bar = page.suggestions
+    qtbot.waitUntil(lambda: bar.task is None and bar.isVisible(), timeout=30000)
+    # One of each kind of question before a second of any.
+    assert bar.prompts == [
+        "What is 1 plus 2?",
+        "Name a colour.",
+        "Say hi & bye.",
+        "What is 5 plus 5?",
+    ]
+    assert bar.buttons[2].text() == "Say hi && bye."  # "&" shown, not taken as a shortcut
+    bar.buttons[2].click()
+    assert page.input.toPlainText() == "Say hi & bye."
+
+    # Chat with a run: its adapter (A) beside the base (B); answers cut at the limit twice.
+    run = make_run(tiny_model, tmp_path / "runs" / "r1")
+    page.open_run(run)
+    assert page.compare_box.isChecked() and page.pickers[1].choice().adapter == ""
+    assert page.pickers[0].choice() == page.pickers[1].choice().__class__(
+        str(tiny_model), str(run / "adapter"), "none"
+    )
+    page.temperature.setValue(0)
+    page.max_tokens.setValue(3)
+    for text in ("Hello", "Again"):
+        page.input.setPlainText(text)
+        with qtbot.waitSignal(page.generation_finished, timeout=60000):
+            page.send()
+    assert page.hint.isVisible() and "r1 hit the token limit in 2 of 2" in page.hint.text()
+    assert "train longer" in page.hint.text() and "chat template" in page.hint.text()
+    page.shutdown()

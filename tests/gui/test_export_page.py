@@ -27,6 +27,16 @@ def base_model(tmp_path_factory):
     return build_model(tmp_path_factory.mktemp("base") / "m")
 
 
+@pytest.fixture(scope="module")
+def big_base(tmp_path_factory):
+    """~100 MB in fp32: merging and writing it takes long enough to stop it in the act."""
+    from studio.core.tiny import build_model
+
+    return build_model(
+        tmp_path_factory.mktemp("big") / "m", hidden_size=512, layers=8, intermediate_size=1408
+    )
+
+
 @pytest.fixture
 def project(studio_home):
     return create_project("Exports", studio_home / "projects")
@@ -139,17 +149,17 @@ def test_refused_export_then_replace(qtbot, window, page, project, base_model, t
     )
 
 
-def test_cancel_leaves_no_output(qtbot, window, page, project, base_model):
-    run = add_run(project, base_model)
+def test_cancel_leaves_no_output(qtbot, window, page, project, big_base):
+    run = add_run(project, big_base)
     open_project(qtbot, window, project, run)
     page.set_target("hf")
     out = run / "exports" / "hf-float32"
-    # The first progress event comes as the merge starts: the child's SIGTERM handler is in
-    # place and loading the model for the merge takes far longer than the signal does.
+    # The first progress event comes as the merge starts (a plain LoRA is merged as the
+    # files are written): the child's SIGTERM handler is in place by then.
     stages = []
     page.progressed.connect(lambda done, total, stage: (stages.append(stage), page.cancel()))
     assert export(qtbot, page) == "stopped"
-    assert stages[0] == "merging"
+    assert stages[0] == "writing"
     assert not out.exists()
     exports = run / "exports"
     assert not exports.exists() or not any(exports.iterdir())  # no .tmp-hf-float32 either
@@ -160,8 +170,8 @@ def test_cancel_leaves_no_output(qtbot, window, page, project, base_model):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
-def test_a_killed_export_is_one_message(qtbot, window, page, project, base_model):
-    run = add_run(project, base_model)
+def test_a_killed_export_is_one_message(qtbot, window, page, project, big_base):
+    run = add_run(project, big_base)
     open_project(qtbot, window, project, run)
     page.set_target("hf")
     killed = []
@@ -175,7 +185,7 @@ def test_a_killed_export_is_one_message(qtbot, window, page, project, base_model
     page.progressed.connect(kill)
     assert export(qtbot, page) == "failed" and killed
     assert page.message.text() == (
-        "The export process crashed (signal 9) while merging the adapter into the base model; "
+        "The export process crashed (signal 9) while merging the adapter and writing the files; "
         "nothing was written. The log says more."
     )
     assert not (run / "exports" / "hf-float32").exists()

@@ -15,16 +15,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -34,122 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui import chat_worker, theme, workers
-from studio.gui.quality_check import QualityCheck
-
-OTHER = "__other__"
-
-
-class ModelPicker(QGroupBox):
-    """Base model + adapter + quantization for one slot, with Load and its progress."""
-
-    load_requested = Signal(int)
-
-    def __init__(self, slot: int, parent=None):
-        super().__init__(f"Model {'AB'[slot]}", parent)
-        self.slot = slot
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("base model folder or hub id")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_model)
-        self.adapter_box = QComboBox()
-        self.adapter_box.setMinimumContentsLength(24)
-        self.adapter_box.activated.connect(self._adapter_chosen)
-        self.quant_box = QComboBox()
-        self.quant_box.addItems(["none", "8bit", "4bit"])
-        self.quality = QualityCheck(self.quant_box, self)  # sets the box's tooltip
-        self.adapter_box.currentIndexChanged.connect(self._choice_changed)
-        self.model_edit.textChanged.connect(self._choice_changed)
-        self.load_button = QPushButton("Load")
-        self.load_button.clicked.connect(lambda: self.load_requested.emit(self.slot))
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(120)
-        self.progress.hide()
-        self.status = QLabel("Not loaded")
-        self.status.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.model_edit, 2)
-        row.addWidget(browse)
-        row.addWidget(QLabel("Adapter:"))
-        row.addWidget(self.adapter_box, 2)
-        row.addWidget(QLabel("Quantize:"))
-        row.addWidget(self.quant_box)
-        row.addWidget(self.quality.button)
-        row.addWidget(self.load_button)
-        status_row = QHBoxLayout()
-        status_row.addWidget(self.progress)
-        status_row.addWidget(self.status, 1)
-        quality_row = QHBoxLayout()
-        quality_row.addWidget(self.quality.progress)
-        quality_row.addWidget(self.quality.label, 1)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addLayout(status_row)
-        layout.addLayout(quality_row)
-        self.set_adapters([])
-
-    def set_adapters(self, adapters: list[tuple[str, str]]) -> None:
-        current = self.adapter_box.currentData()
-        self.adapter_box.clear()
-        self.adapter_box.addItem("None: the base model alone", "")
-        for label, folder in adapters:
-            self.adapter_box.addItem(label, folder)
-        if current and self.adapter_box.findData(current) < 0 and current != OTHER:
-            self.adapter_box.addItem(Path(current).name, current)
-        self.adapter_box.addItem("Other adapter folder…", OTHER)
-        index = self.adapter_box.findData(current) if current else 0
-        self.adapter_box.setCurrentIndex(max(0, index))
-
-    def set_adapter(self, folder: str) -> None:
-        index = self.adapter_box.findData(folder)
-        if index < 0:
-            self.adapter_box.insertItem(self.adapter_box.count() - 1, Path(folder).name, folder)
-            index = self.adapter_box.findData(folder)
-        self.adapter_box.setCurrentIndex(index)
-
-    def choice(self) -> chat_worker.ModelChoice:
-        adapter = self.adapter_box.currentData() or ""
-        return chat_worker.ModelChoice(
-            self.model_edit.text().strip(),
-            "" if adapter == OTHER else adapter,
-            self.quant_box.currentText(),
-        )
-
-    def _choice_changed(self, *_args) -> None:
-        choice = self.choice()
-        self.quality.set_choice(choice.adapter, choice.model)
-
-    def _browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
-        if folder:
-            self.model_edit.setText(folder)
-
-    def _adapter_chosen(self, index: int) -> None:
-        if self.adapter_box.itemData(index) == OTHER:
-            folder = QFileDialog.getExistingDirectory(
-                self, "Choose a run, adapter or checkpoint folder"
-            )
-            if folder:
-                self.set_adapter(folder)
-            else:
-                self.adapter_box.setCurrentIndex(0)
-        folder = self.adapter_box.currentData()
-        if folder and not self.model_edit.text().strip():
-            base = chat_worker.run_base_model(folder)
-            if base:
-                self.model_edit.setText(base)
-
-    def show_loading(self, done: int, total: int) -> None:
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
-        self.progress.show()
-        self.status.setText(
-            ("Loading the model…", "Applying the adapter…", "Preparing…", "Ready")[min(done, 3)]
-        )
-
-    def show_status(self, text: str, error: bool = False) -> None:
-        self.progress.hide()
-        self.status.setStyleSheet(f"color: {theme.error_color().name()}" if error else "")
-        self.status.setText(text)
+from studio.gui.chat_suggestions import EndOfTurnHint, SuggestionBar
+from studio.gui.model_picker import ModelPicker
 
 
 class ChatPane(QWidget):
@@ -219,8 +101,10 @@ class ChatPage(QWidget):
         self.pending_text = ""
         self._build()
         state.project_changed.connect(lambda _p: self.refresh_runs())
+        state.project_changed.connect(self._suggest_from_project)
         state.config_changed.connect(self._config_changed)
         self._config_changed(state.config)
+        self._suggest_from_project(state.project)
         self.refresh_runs()
         self._update_buttons()
 
@@ -300,12 +184,17 @@ class ChatPage(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.input, 1)
         bottom.addLayout(buttons)
+        self.suggestions = SuggestionBar()
+        self.suggestions.chosen.connect(self._use_suggestion)
+        self.hint = EndOfTurnHint()
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.pickers[0])
         layout.addWidget(self.pickers[1])
         layout.addLayout(settings)
         layout.addWidget(split, 1)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.suggestions)
         layout.addLayout(bottom)
 
     # --- models ---------------------------------------------------------------------------
@@ -487,6 +376,7 @@ class ChatPage(QWidget):
             return
         self.histories[slot].append({"role": "assistant", "content": value["text"]})
         self.panes[slot].stats.setText(chat_worker.describe(value))
+        self.hint.record(self.models.get(slot), value)
         self.answer_finished.emit(slot, value)
 
     def _generation_done(self, _result) -> None:
@@ -548,6 +438,50 @@ class ChatPage(QWidget):
         for p in self.pickers:
             p.load_button.setEnabled(not busy and not self.loading and not checking)
             p.quality.set_blocked(bool(self.loading) or (checking and not p.quality.busy))
+
+    # --- a run opened from the Train page, and suggestions ---------------------------------
+
+    def open_run(self, run_dir) -> None:
+        """A new chat with the run's model (A) beside its base model (B)."""
+        from studio.core.after_run import load_comparison
+
+        run_dir = Path(run_dir)
+        base = chat_worker.run_base_model(str(run_dir))
+        if not self.is_generating() and not self.loading:
+            for slot in (0, 1):  # other choices now: the next message loads these
+                old = self.models.pop(slot, None)
+                if old is not None:
+                    old.close()
+            self.reset()
+        self.refresh_runs()
+        for slot, adapter in ((0, str(run_dir / "adapter")), (1, "")):
+            picker = self.pickers[slot]
+            picker.model_edit.setText(base)
+            if adapter:
+                picker.set_adapter(adapter)
+            else:
+                picker.adapter_box.setCurrentIndex(0)  # None: the base model alone
+            picker.show_status("Loads when you send a message")
+        self.compare_box.setChecked(True)
+        if not self.models:  # named now; loading later puts the loaded models' names here
+            names = (f"{run_dir.name} (fine-tuned)", "Base model")
+            for pane, who in zip(self.panes, names, strict=True):
+                pane.title.setText(who)
+                pane.transcript.setPlaceholderText(
+                    "Ask something like the training data, or pick a suggestion below."
+                )
+        self.hint.reset()
+        self.hint.from_comparison(run_dir.name, load_comparison(run_dir))
+        self.suggestions.load_from_run(run_dir)
+
+    def _suggest_from_project(self, project) -> None:
+        path = project.dataset if project is not None else ""
+        if path:
+            self.suggestions.load_from_data(path)
+
+    def _use_suggestion(self, text: str) -> None:
+        self.input.setPlainText(text)
+        self.input.setFocus()
 
     def showEvent(self, event) -> None:
         self.refresh_runs()  # runs may have finished since the page was last shown

@@ -30,7 +30,9 @@ from PySide6.QtWidgets import (
 from studio.core import runs
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
+from studio.core.step_timing import in_words
 from studio.gui import run_launcher, theme
+from studio.gui.after_run_view import AfterRunView
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
 from studio.gui.run_worker import RunWorker
@@ -91,6 +93,8 @@ class FailurePanel(QFrame):
 class TrainPage(QWidget):
     run_ended = Signal(object)
     """A runs.RunState, when a run watched live ends (for the window's notification)."""
+    chat_requested = Signal(object)
+    """A run folder, to open on the Chat page ("Chat with it")."""
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -158,10 +162,15 @@ class TrainPage(QWidget):
         self.console.setMaximumBlockCount(LOG_LINES)
         self.console.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.console.setPlaceholderText("The training output (train.log) appears here.")
+        self.after_run = AfterRunView()  # the finished state: base vs tuned answers
+        self.after_run.hide()
+        self.after_run.chat_requested.connect(self.chat_requested)
+        self.after_run.compared.connect(self._compared)
         self.monitor_split = monitor_split = QSplitter(Qt.Orientation.Vertical)
         monitor_split.addWidget(QWidget())
+        monitor_split.addWidget(self.after_run)
         monitor_split.addWidget(self.console)
-        monitor_split.setSizes([480, 140])
+        monitor_split.setSizes([480, 0, 140])
         self.history = RunHistory()
         self.history.open_requested.connect(self.open_run_folder)
         self.tabs = QTabWidget()
@@ -183,7 +192,7 @@ class TrainPage(QWidget):
 
             self._plots = TrainingPlots()
             self.monitor_split.replaceWidget(0, self._plots)
-            self.monitor_split.setSizes([480, 140])
+            self.monitor_split.setSizes([480, 0, 140])
         return self._plots
 
     def _redraw(self) -> None:
@@ -228,6 +237,8 @@ class TrainPage(QWidget):
         self.plots.clear()
         self.console.clear()
         self.failure.hide()
+        self.after_run.reset()
+        self.after_run.hide()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress_text.setText("")
@@ -289,7 +300,8 @@ class TrainPage(QWidget):
             )
         total = f" of {s.total_steps}" if s.total_steps else ""
         if self.run is not None and s.status == "running":
-            self.status.setText(f"Training: step {s.step}{total}.")
+            left = f" About {in_words(last_step[-1])} left." if last_step is not None else ""
+            self.status.setText(f"Training: step {s.step}{total}.{left}")
             self.state.set_job(f"Training {s.name}: step {s.step}{total}")
         elif s.status == "running" and not self._replaying:
             self.status.setText(f"Following a run started outside the app: step {s.step}{total}.")
@@ -324,11 +336,23 @@ class TrainPage(QWidget):
             self.failure.show_failure(state)
         else:
             self.failure.hide()
+        self.after_run.show_run(state.folder, state.status, live)
+        if not self.after_run.isHidden():  # (isVisible is False while another page shows)
+            # Room for the answers with the curves still readable: the log folds away (its
+            # handle drags it back; train.log keeps it all).
+            self.monitor_split.setSizes([330, 360, 0])
+        if self.after_run.comparison is not None:
+            self._compared(self.after_run.comparison)
         if live:
             self.state.set_job("")
             self.run_ended.emit(state)
             self.history.refresh()
         self._update_buttons()
+
+    def _compared(self, comparison) -> None:
+        """The run's summary says whether the model learned to end its answers."""
+        if self.run_state is not None and not self.is_running():
+            self.status.setText(f"{self._summary(self.run_state)} {comparison.short()}")
 
     def _summary(self, s: runs.RunState) -> str:
         losses = f"final loss {s.final_loss:.4f}" if s.final_loss is not None else ""
@@ -493,4 +517,5 @@ class TrainPage(QWidget):
                 QCoreApplication.processEvents()
             QCoreApplication.processEvents()  # delivers `ended` (queued from the worker)
         self._end_worker(detach=True)
+        self.after_run.shutdown()
         self.timer.stop()
