@@ -162,11 +162,11 @@ def _qlora_note(plan: Plan):
         yield _log(note, "warning")
 
 
-def _load(plan: Plan, cancel: threading.Event):
+def _load(plan: Plan, cancel: threading.Event, why: str = ""):
     """The base and adapter merged by peft in memory (any adapter peft can load)."""
     from studio.core.export.merge import load_merged
 
-    yield _log(f"loading {plan.base} in {plan.dtype} and merging the adapter")
+    yield _log(f"loading {plan.base} in {plan.dtype} and merging the adapter{why}")
 
     def work(progress, log, cancel):
         progress(0, 2)
@@ -326,7 +326,7 @@ def _verify(plan: Plan, source: Source, gguf_path: Path, cancel):
         return {"status": "skipped", "reason": note}
     model = source.model
     if model is None:  # merged from the files: the check needs it in transformers too
-        model = (yield from _load(plan, cancel)).model
+        model = (yield from _load(plan, cancel, " in transformers, to check the GGUF")).model
     yield _log("verifying: the GGUF in llama.cpp against the merged model in transformers")
     result = yield from run_stage(
         "verifying",
