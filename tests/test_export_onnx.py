@@ -24,7 +24,7 @@ from studio.core.export.onnx_export import (  # noqa: E402
     onnx_available,
     onnx_greedy,
 )
-from studio.core.tiny import build_model, build_tokenizer  # noqa: E402
+from studio.core.tiny import build_model  # noqa: E402
 
 PROMPTS = [[5, 17, 33, 99, 12], [40], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 200, 3]]
 N_TOKENS = 16
@@ -33,31 +33,10 @@ EXPORTER = "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
 
 
 def build_qwen2(out):
-    """A tiny Qwen2: q/k/v biases and tied embeddings, which the Llama one lacks."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A tiny Qwen2: q/k/v biases (random, so a lost one shows) and tied embeddings."""
+    from tests.export_models import build_qwen2 as build
 
-    tokenizer = build_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():  # zero-initialised biases would not test that they are exported
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                proj.bias.normal_(0, 0.5)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build(out, tie=True, intermediate_size=128, seed=1)
 
 
 def exported(tmp_path_factory, name, build, exporter):
