@@ -382,3 +382,25 @@ def test_other_families_end_to_end(tmp_path, builder):
         return
     assert check["status"] == "passed", check
     assert check["identical_prompts"] == 3 and check["tokenizer_match"]
+
+
+def test_a_llama_cpp_crash_during_the_check_does_not_end_the_export(run, tmp_path, monkeypatch):
+    """Some llama.cpp builds segfault on some CPUs: the check runs in its own process, so the
+    export is still written and the report says the check could not run, and why."""
+    pytest.importorskip("llama_cpp")
+    import subprocess as sp
+
+    real = sp.Popen
+
+    def crashing(cmd, **kw):
+        crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+        return real([sys.executable, "-c", crash], **kw)
+
+    monkeypatch.setattr("subprocess.Popen", crashing)
+    out = tmp_path / "crash"
+    last = run_export(ExportOptions(adapter=str(run), target="gguf", quant="q8_0", output=str(out)))
+    assert last.type == "done", last
+    check = json.loads((out / "export.json").read_text())["verification"]
+    assert check["status"] == "skipped"
+    assert "llama.cpp crashed (signal 11)" in check["reason"]
+    assert (out / "run-q8_0.gguf").stat().st_size > 0

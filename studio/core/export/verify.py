@@ -137,7 +137,10 @@ def verify_gguf(
         )
         out = Path(scratch) / "out.npz"
         cmd = [sys.executable, "-m", "studio.core.export.llama_probe", str(job), str(out)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe: a chatty child could fill a pipe and both would wait.
+        err_path = Path(scratch) / "stderr.txt"
+        with open(err_path, "wb") as err_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
         while proc.poll() is None:
             if cancel and cancel():
                 proc.kill()
@@ -149,8 +152,7 @@ def verify_gguf(
                 proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
-        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-        proc.stderr.close()
+        err = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         if proc.returncode != 0 or not out.is_file():
             how = (
                 f"crashed (signal {-proc.returncode})"
