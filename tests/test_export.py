@@ -404,3 +404,49 @@ def test_a_llama_cpp_crash_during_the_check_does_not_end_the_export(run, tmp_pat
     assert check["status"] == "skipped"
     assert "llama.cpp crashed (signal 11)" in check["reason"]
     assert (out / "run-q8_0.gguf").stat().st_size > 0
+
+
+def test_overwrite_never_replaces_the_run_or_the_base(run, tmp_path, capsys):
+    for target in (run, run / "adapter", run.parent):
+        code, _, err = export_cli(
+            capsys, "--adapter", str(run), "--to", "hf", "--output", str(target), "--overwrite"
+        )
+        assert code == 2 and "which the export reads" in one_error(err)
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "run.yaml").is_file()
+
+
+def test_only_the_model_s_own_weight_files_are_merged(tmp_path, tiny_model):
+    import shutil as shutil_mod
+
+    from safetensors.torch import save_file
+
+    base = tmp_path / "base"
+    shutil_mod.copytree(tiny_model, base)
+    # A second copy of the weights under other names, as some repositories ship.
+    import torch
+
+    save_file(
+        {"layers.0.attention.wq.weight": torch.zeros(4, 4)}, base / "consolidated.safetensors"
+    )
+    run = make_run(tmp_path, base)
+    last = run_export(ExportOptions(adapter=str(run), target="hf"))
+    assert last.type == "done", last
+    from safetensors import safe_open
+
+    with safe_open(str(Path(last.adapter) / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    assert "layers.0.attention.wq.weight" not in names and "lm_head.weight" in names
+    assert _same_logits(Path(last.adapter), run)
+
+
+def test_a_truncated_base_file_is_one_clear_line(tmp_path, tiny_model, capsys):
+    import shutil as shutil_mod
+
+    base = tmp_path / "base"
+    shutil_mod.copytree(tiny_model, base)
+    run = make_run(tmp_path, base)
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    code, _, err = export_cli(capsys, "--adapter", str(run), "--to", "gguf", "--no-verify")
+    assert code == 2 and "is cut short" in one_error(err)
+    assert not (run / "exports").exists() or not any((run / "exports").iterdir())

@@ -139,9 +139,9 @@ def run(args) -> int:
         return 2 if getattr(last, "kind", "") == "input" else 1
     if last.status == "stopped":
         return 130
-    if not args.events:
-        _print_result(last.adapter, args)
-    return 0
+    if args.events:
+        return 0
+    return _print_result(last.adapter, args)
 
 
 def _print_result(folder: str, args) -> int:
@@ -154,12 +154,16 @@ def _print_result(folder: str, args) -> int:
     if args.ollama_create and "ollama" in report.get("commands", {}):
         if shutil.which("ollama") is None:
             print(
-                "ollama is not on PATH; install it from ollama.com, then run the command above",
+                "error: ollama is not on PATH; install it from ollama.com, then run the "
+                "command above",
                 file=sys.stderr,
             )
-            return 0
+            return 1
         name = report.get("ollama_name") or Path(folder).name
-        subprocess.run(
+        done = subprocess.run(
             ["ollama", "create", name, "-f", str(Path(folder) / "Modelfile")], check=False
         )
+        if done.returncode != 0:
+            print(f"error: ollama create failed (exit {done.returncode})", file=sys.stderr)
+            return 1
     return 0

@@ -129,10 +129,30 @@ def safetensors_header(path: Path) -> dict:
         return json.loads(f.read(n))
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The model's safetensors files: those its index names, else model.safetensors, else any
+    (a repository may also ship another copy, e.g. Mistral's consolidated.safetensors)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(
+                set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            )
+            files = [folder / n for n in names]
+            if files and all(f.is_file() for f in files):
+                return files
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    return sorted(folder.glob("*.safetensors"))
+
+
 def _count_safetensors(folder: Path) -> tuple[int, int]:
     """(parameter count, bytes) from the safetensors headers in folder."""
     count = size = 0
-    for f in sorted(folder.glob("*.safetensors")):
+    for f in weight_files(folder):
         for name, meta in safetensors_header(f).items():
             if name == "__metadata__":
                 continue

@@ -1,6 +1,8 @@
-"""The llama.cpp half of a GGUF check, in its own process (see verify.verify_gguf).
+"""llama.cpp in its own process: the llama.cpp half of a GGUF check (verify.verify_gguf),
+and K-quantization (verify.quantize_k).
 
     python -m studio.core.export.llama_probe JOB.json OUT.npz
+    python -m studio.core.export.llama_probe --quantize SRC.gguf DST.gguf FTYPE
 
 For each prompt: llama.cpp's tokens for the prompt text, its greedy tokens from the given
 ids, and its logits along transformers' greedy path (teacher forcing). One token per batch:
@@ -51,9 +53,28 @@ def probe(job: dict) -> dict:
     return out
 
 
+def quantize(src: str, dst: str, ftype: int) -> int:
+    """llama.cpp's own quantizer (llama_model_quantize), e.g. ftype 15 for Q4_K_M."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = os.cpu_count() or 1
+    return llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+
+
 def main(argv: list[str]) -> int:
     import numpy as np
 
+    if argv and argv[0] == "--quantize":
+        null = os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(2)
+        os.dup2(null, 2)
+        rc = quantize(argv[1], argv[2], int(argv[3]))
+        os.dup2(saved, 2)
+        if rc != 0:
+            print(f"llama_model_quantize returned {rc}", file=sys.stderr)
+        return 0 if rc == 0 else 1
     job = json.loads(open(argv[0], encoding="utf-8").read())
     # llama.cpp logs its load on the C stderr; only our own last line should reach the parent.
     null = os.open(os.devnull, os.O_WRONLY)

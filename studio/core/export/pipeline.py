@@ -109,7 +109,21 @@ def default_output(opts: ExportOptions, run_dir: Path | None, adapter: Path, dty
     return home / "exports" / kind
 
 
-def check_target(final: Path, overwrite: bool) -> None:
+def check_target(final: Path, overwrite: bool, keep: tuple[Path | None, ...] = ()) -> None:
+    """Refuse a target that is a file, holds files (unless overwrite), or would replace a
+    folder the export reads or that holds it (the run, its adapter, the base model)."""
+    from studio.core.checkpoint import recover_folder
+
+    recover_folder(final)  # an earlier export cut between its renames counts as there
+    for folder in keep:
+        if folder is None:
+            continue
+        folder = Path(folder).resolve()
+        if final == folder or folder.is_relative_to(final):
+            raise ExportError(
+                f"output: {final} holds {folder}, which the export reads; choose another "
+                "output folder (by default it goes under RUN/exports/)"
+            )
     if final.exists() and not final.is_dir():
         raise ExportError(f"output: {final} is a file; give a folder to export into")
     if final.is_dir() and any(final.iterdir()) and not overwrite:
@@ -146,6 +160,7 @@ def run_stage(stage: str, fn: Callable, cancel: threading.Event, **kwargs) -> It
 
     worker = threading.Thread(target=target, name=f"export-{stage}", daemon=True)
     worker.start()
+    finished = False
     try:
         while True:
             try:
@@ -153,6 +168,7 @@ def run_stage(stage: str, fn: Callable, cancel: threading.Event, **kwargs) -> It
             except queue.Empty:
                 continue
             if item[0] == "end":
+                finished = True
                 break
             if item[0] == "log":
                 yield Log(item[1])
@@ -162,10 +178,10 @@ def run_stage(stage: str, fn: Callable, cancel: threading.Event, **kwargs) -> It
                 eta = elapsed / done * (total - done) if done else 0.0
                 yield Progress(done, total, stage=stage, eta_s=eta)
     finally:
-        cancel_on_exit = worker.is_alive()
-        if cancel_on_exit:  # the consumer went away (Ctrl+C, GUI closed): stop the worker
+        if not finished:  # the consumer went away (Ctrl+C, GUI closed): stop the worker
             cancel.set()
-            worker.join(timeout=30)
+            # Its writes go into the temporary folder the caller removes: wait for it first.
+            worker.join()
     if "error" in out:
         raise out["error"]
     return out.get("value")
@@ -216,7 +232,7 @@ def export_events(opts: ExportOptions, cancel: threading.Event | None = None) ->
 
         plan = targets.plan(opts)
         final, need = plan.output, plan.need
-        check_target(final, opts.overwrite)
+        check_target(final, opts.overwrite, (plan.info.folder, plan.info.run_dir, plan.base_dir))
         check_free_space(final, need)
         yield Log(f"exporting {plan.source_name} as {plan.describe} to {final}")
         tmp = prepare_tmp(final)
@@ -241,8 +257,13 @@ def export_events(opts: ExportOptions, cancel: threading.Event | None = None) ->
         yield Log("export cancelled; nothing was written", level="warning")
         yield Done(step=0, adapter="", status="stopped")
     except OSError as e:
-        err = _disk_error(e, final or Path(opts.output or "."), need)
-        yield Failed(err.message, kind="input")
+        if tmp is None:  # nothing written yet: a file the export reads
+            where = getattr(e, "filename", "") or "a file it needs"
+            yield Failed(f"could not read {where}: {e.strerror or e}", kind="input")
+        else:
+            yield Failed(
+                _disk_error(e, final or Path(opts.output or "."), need).message, kind="input"
+            )
     except StudioError as e:
         yield Failed(e.message, kind="input")
     except MemoryError:
@@ -251,6 +272,12 @@ def export_events(opts: ExportOptions, cancel: threading.Event | None = None) ->
             "more memory (the merge needs about one 16-bit copy of the model)",
             kind="oom",
         )
+    except Exception as e:  # a bug or a library failure: one line, and still nothing half-written
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "can't allocate memory" in text or "out of memory" in text.lower():
+            yield Failed(f"out of memory while exporting ({text})", kind="oom")
+        else:
+            yield Failed(f"the export failed: {type(e).__name__}: {text}", kind="error")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from studio.core.model_info import safetensors_header
+from studio.core.model_info import safetensors_header, weight_files
 
 _DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
@@ -56,12 +56,21 @@ class MergedWeights(Mapping):
 
         file, meta = self.entries[name]
         start, end = meta["data_offsets"]
+        dtype = getattr(torch, _DTYPES[meta["dtype"]])
+        if end == start:
+            return torch.empty(meta["shape"], dtype=dtype)
         header_len = self._header_len(file)
         with open(file, "rb") as fh:
             data = bytearray(end - start)
             fh.seek(8 + header_len + start)
-            fh.readinto(data)
-        dtype = getattr(torch, _DTYPES[meta["dtype"]])
+            got = fh.readinto(data)
+        if got != len(data):
+            from studio.core.errors import ModelError
+
+            raise ModelError(
+                f"model.path: {file} is cut short ({name} needs {len(data)} bytes, "
+                f"{got} are there); download the model again"
+            )
         return torch.frombuffer(data, dtype=dtype).reshape(meta["shape"])
 
     def load(self, name: str):
@@ -82,7 +91,7 @@ class MergedWeights(Mapping):
 
 
 def _base_entries(base_dir: Path) -> dict | None:
-    files = sorted(Path(base_dir).glob("*.safetensors"))
+    files = weight_files(Path(base_dir))
     if not files:
         return None
     entries = {}
@@ -224,13 +233,33 @@ def write_safetensors(
         )
 
 
+_NOT_COPIED = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack")
+
+
 def copy_config(base_dir: Path, folder: Path, out_dtype: str, eos_ids: list[int]) -> None:
-    """config.json with the written dtype; generation_config.json stopping at end of turn."""
-    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
-    config["dtype"] = out_dtype
-    config.pop("torch_dtype", None)
+    """config.json with the written dtype; generation_config.json stopping at end of turn; and
+    the base's other small files (its own code for auto_map, processor configs...) as they are.
+    The tokenizer is saved by the caller, with the trained chat template."""
+    import shutil
+
+    base_dir = Path(base_dir)
+    for f in base_dir.iterdir():
+        name = f.name
+        if (
+            f.is_file()
+            and not name.endswith(_NOT_COPIED)
+            and not name.startswith(("tokenizer", "special_tokens_map", "chat_template", "."))
+            and name
+            not in ("config.json", "generation_config.json", "model.safetensors.index.json")
+        ):
+            shutil.copy2(f, folder / name)
+    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    for section in (config, config.get("text_config")):
+        if isinstance(section, dict):
+            # Both names: transformers 5 reads `dtype`, older versions `torch_dtype`.
+            section["dtype"] = section["torch_dtype"] = out_dtype
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    gen_path = Path(base_dir) / "generation_config.json"
+    gen_path = base_dir / "generation_config.json"
     gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
     if eos_ids:
         gen["eos_token_id"] = eos_ids if len(eos_ids) > 1 else eos_ids[0]

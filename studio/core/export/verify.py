@@ -11,12 +11,8 @@ run's own prompts; the merged model in transformers runs the same token ids. Rep
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 from pathlib import Path
-
-from studio.core.export.pipeline import ExportError
 
 EXACT_TYPES = ("f32", "f16", "bf16", "q8_0")
 """Types whose greedy tokens must match transformers' for verification to pass."""
@@ -27,36 +23,52 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """llama.cpp prints its load log on the C stderr; keep the terminal and the GUI log clean."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
+def run_child(cmd: list[str], cancel, err_path: Path) -> tuple[int, list[str]]:
+    """Run a llama.cpp helper process to its end (killed on cancel); its code and stderr lines.
+
+    llama.cpp runs in its own process: a crash in it (some builds segfault on some CPUs) ends
+    that process, never the export or the app, and its C-level log stays out of ours.
+    """
+    import subprocess
+
+    # stderr to a file, not a pipe: a chatty child could fill a pipe and both would wait.
+    with open(err_path, "wb") as err_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+    while proc.poll() is None:
+        if cancel and cancel():
+            proc.kill()
+            proc.wait()
+            from studio.core.export.pipeline import Cancelled
+
+            raise Cancelled()
         try:
-            yield
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    err = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return proc.returncode, err
 
 
 def quantize_k(src: Path, dst: Path, qtype: str, *, progress=None, log=None, cancel=None) -> None:
-    """An F16 GGUF -> a K-quant GGUF with llama.cpp's own quantizer (in-process)."""
-    import llama_cpp
+    """An F16 GGUF -> a K-quant GGUF with llama.cpp's own quantizer (in a child process)."""
+    import sys
 
     if progress:
         progress(0, 1)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = K_FTYPES[qtype]
-    params.nthread = os.cpu_count() or 1
-    with _quiet_stderr():
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if rc != 0 or not Path(dst).is_file():
-        raise ExportError(f"llama.cpp could not quantize the model to {qtype.upper()} (code {rc})")
+    cmd = [
+        sys.executable,
+        "-m",
+        "studio.core.export.llama_probe",
+        "--quantize",
+        str(src),
+        str(dst),
+        str(K_FTYPES[qtype]),
+    ]
+    code, err = run_child(cmd, cancel, Path(dst).with_suffix(".stderr"))
+    Path(dst).with_suffix(".stderr").unlink(missing_ok=True)
+    if code != 0 or not Path(dst).is_file():
+        why = f"signal {-code}" if code < 0 else (err[-1] if err else f"exit {code}")
+        raise RuntimeError(f"llama.cpp could not quantize the model to {qtype.upper()} ({why})")
     if progress:
         progress(1, 1)
 
@@ -108,7 +120,6 @@ def verify_gguf(
     crash inside llama.cpp (some builds segfault on quantized types on some CPUs) ends the
     check, never the export or the app."""
     import json
-    import subprocess
     import sys
     import tempfile
 
@@ -137,27 +148,12 @@ def verify_gguf(
         )
         out = Path(scratch) / "out.npz"
         cmd = [sys.executable, "-m", "studio.core.export.llama_probe", str(job), str(out)]
-        # stderr to a file, not a pipe: a chatty child could fill a pipe and both would wait.
-        err_path = Path(scratch) / "stderr.txt"
-        with open(err_path, "wb") as err_file:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
-        while proc.poll() is None:
-            if cancel and cancel():
-                proc.kill()
-                proc.wait()
-                from studio.core.export.pipeline import Cancelled
-
-                raise Cancelled()
-            try:
-                proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-        err = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        if proc.returncode != 0 or not out.is_file():
+        code, err = run_child(cmd, cancel, Path(scratch) / "stderr.txt")
+        if code != 0 or not out.is_file():
             how = (
-                f"crashed (signal {-proc.returncode})"
-                if proc.returncode < 0
-                else f"failed ({err[-1] if err else f'exit {proc.returncode}'})"
+                f"crashed (signal {-code})"
+                if code < 0
+                else f"failed ({err[-1] if err else f'exit {code}'})"
             )
             note = (
                 f"not verified: llama.cpp {how} while running the GGUF; the file itself was written"
