@@ -18,16 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.core.errors import StudioError
-
-
-class ExportError(StudioError):
-    """A GGUF that cannot be written as asked (one sentence, exit code 2)."""
-
-
-class Cancelled(Exception):
-    """cancel() returned True while writing; the partial file has been removed."""
-
+from studio.core.export.errors import Cancelled, ExportError
 
 SUPPORTED_ARCHS: dict[str, str] = {
     "LlamaForCausalLM": "llama",

@@ -21,15 +21,15 @@ STORED = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 @dataclass
 class Merged:
-    model: object
-    """The merged transformers model (plain weights, no peft wrapper)."""
+    """What the writers read, from either merge: peft's in memory or stream_merge's from files."""
+
     tokenizer: object
     template: ChatTemplate
     """The chat template the run trained with."""
-    base_path: str
-    dtype: str
-    trained_quant: str
-    """none, 8bit or 4bit: what the adapter was trained against."""
+    tensors: object
+    """name -> tensor (the merged model's state dict) or LazyTensor (merged when read)."""
+    model: object = None
+    """The merged transformers model (plain weights, no peft wrapper), when it was loaded."""
 
 
 def stored_dtype(config: dict) -> str:
@@ -92,7 +92,7 @@ def load_merged(
     merged = peft_model.merge_and_unload()
     merged.eval()
     template = chat_template(loaded.tokenizer, info.template)
-    return Merged(merged, loaded.tokenizer, template, loaded.path, dtype, run_quant(info))
+    return Merged(loaded.tokenizer, template, merged.state_dict(), merged)
 
 
 def end_of_turn_ids(tokenizer, template: ChatTemplate) -> list[int]:
@@ -120,7 +120,3 @@ def save_hf(merged: Merged, folder: Path, jinja: str) -> None:
     model.save_pretrained(folder, safe_serialization=True, max_shard_size="2GB")
     tokenizer.chat_template = jinja
     tokenizer.save_pretrained(folder)
-
-
-def weight_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from studio.core.errors import StudioError
+from studio.core.export.errors import Cancelled
 
 INSTALL = 'pip install "studio[onnx]"'
 OPSET = 18  # the lowest opset onnxscript's torchlib emits; onnxruntime >= 1.14 runs it
@@ -32,10 +33,6 @@ COPY_PATTERNS += ("added_tokens.json", "vocab.*", "merges.txt", "chat_template*"
 # Sample shapes for tracing: all different and above 1, because torch.export specialises
 # dimensions of size 0 or 1 and could tie dimensions that happen to be equal.
 SAMPLE_BATCH, SAMPLE_SEQ, SAMPLE_PAST = 2, 3, 5
-
-
-class Cancelled(Exception):
-    """The person stopped the export."""
 
 
 def onnx_available() -> bool:

@@ -21,25 +21,8 @@ from pathlib import Path
 
 from studio.core.errors import ModelError, StudioError
 from studio.core.events import Done, Event, Failed, Log, Progress
-from studio.core.export.gguf_file import ExportError
+from studio.core.export.errors import Cancelled, ExportError
 from studio.core.export.options import BITS_PER_WEIGHT, K_QUANTS, ExportOptions
-
-
-class Cancelled(Exception):
-    """The person stopped the export."""
-
-
-def _cancel_types() -> tuple[type[BaseException], ...]:
-    """Each writer module has its own Cancelled (so it stays importable alone)."""
-    types: list[type[BaseException]] = [Cancelled]
-    for module in ("gguf_file", "onnx_export"):
-        try:
-            mod = __import__(f"studio.core.export.{module}", fromlist=["Cancelled"])
-            types.append(mod.Cancelled)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
-
 
 # --- sizes and disk space --------------------------------------------------------------
 
@@ -253,7 +236,7 @@ def export_events(opts: ExportOptions, cancel: threading.Event | None = None) ->
         count = len(report["files"])
         yield Log(f"wrote {count} file{'s' if count != 1 else ''} ({human(total)}) to {final}")
         yield Done(step=0, adapter=str(final), status="completed")
-    except _cancel_types():
+    except Cancelled:
         yield Log("export cancelled; nothing was written", level="warning")
         yield Done(step=0, adapter="", status="stopped")
     except OSError as e:

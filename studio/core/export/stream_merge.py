@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from studio.core.export.errors import Cancelled
 from studio.core.model_info import safetensors_header, weight_files
 
 _DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
@@ -211,8 +212,6 @@ def write_safetensors(
     def tick() -> None:
         nonlocal done
         if cancel is not None and cancel():
-            from studio.core.export.pipeline import Cancelled
-
             raise Cancelled()
         done += 1
         if progress is not None:

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.core.export.merge import Merged
 from studio.core.export.options import K_QUANTS, ExportOptions
 from studio.core.export.pipeline import ExportError, default_output, expected_bytes, run_stage
 from studio.core.infer import AdapterInfo, find_adapter
@@ -108,8 +109,20 @@ def plan(opts: ExportOptions) -> Plan:
         name=safe_name(opts.name or run_name),
         source_name=str(info.run_dir or info.folder),
         arch=arch,
-        records=run_records(info.run_dir) if opts.target != "hf" else [],
+        records=run_records(info.run_dir) if _uses_records(opts) else [],
     )
+
+
+def _uses_records(opts: ExportOptions) -> bool:
+    """Reading the run's data (seconds for a big file) only for what uses it: the Ollama
+    system prompt and the prompts of a check that will run."""
+    from studio.core.export.verify import llama_cpp_available
+
+    if opts.target == "ollama":
+        return True
+    if not opts.verify:
+        return False
+    return opts.target == "onnx" or (opts.target == "gguf" and llama_cpp_available())
 
 
 def parameter_count(base_dir: Path) -> int:
@@ -135,18 +148,6 @@ def _report(plan: Plan) -> dict:
         "parameters": plan.num_params,
         "notes": plan.notes,
     }
-
-
-@dataclass
-class Source:
-    """What the writers read: the tokenizer, the trained template and the merged weights."""
-
-    tokenizer: object
-    template: object
-    tensors: object
-    """name -> tensor (peft's merged state dict) or LazyTensor (merged on read)."""
-    model: object = None
-    """The merged transformers model, when it was loaded (the peft path, or for a check)."""
 
 
 def _qlora_note(plan: Plan):
@@ -192,8 +193,7 @@ def _source(plan: Plan, cancel: threading.Event):
     if plan.opts.target in ("hf", "gguf", "ollama"):
         weights = streamable(plan.info.folder, plan.base_dir, plan.dtype)
     if weights is None:
-        merged = yield from _load(plan, cancel)
-        return Source(merged.tokenizer, merged.template, merged.model.state_dict(), merged.model)
+        return (yield from _load(plan, cancel))
     from studio.core.infer import chat_template
     from studio.core.models import load_tokenizer
 
@@ -201,7 +201,7 @@ def _source(plan: Plan, cancel: threading.Event):
     yield _log(
         f"merging the adapter into {plan.base} ({plan.dtype}) tensor by tensor, from its files"
     )
-    return Source(tokenizer, chat_template(tokenizer, plan.info.template), weights)
+    return Merged(tokenizer, chat_template(tokenizer, plan.info.template), weights)
 
 
 def _log(message: str, level: str = "info"):
@@ -224,7 +224,7 @@ def write(plan: Plan, tmp: Path, cancel: threading.Event):
     return (yield from _write_gguf(plan, source, tmp, cancel))
 
 
-def _write_hf(plan: Plan, source: Source, tmp: Path, cancel):
+def _write_hf(plan: Plan, source: Merged, tmp: Path, cancel):
     from studio.core.export.jinja import jinja_template
     from studio.core.export.merge import end_of_turn_ids, save_hf
     from studio.core.export.stream_merge import copy_config, write_safetensors
@@ -252,7 +252,7 @@ def _write_hf(plan: Plan, source: Source, tmp: Path, cancel):
     return report
 
 
-def _write_gguf(plan: Plan, source: Source, tmp: Path, cancel):
+def _write_gguf(plan: Plan, source: Merged, tmp: Path, cancel):
     from studio.core.export.gguf_file import write_gguf
     from studio.core.export.jinja import jinja_template
 
@@ -298,7 +298,7 @@ def _write_gguf(plan: Plan, source: Source, tmp: Path, cancel):
     return report
 
 
-def _trained_with_bos(source: Source) -> bool | None:
+def _trained_with_bos(source: Merged) -> bool | None:
     """Whether the trained prompts start with BOS: then llama.cpp and Ollama add it; a
     template that writes no BOS (ChatML on a Llama tokenizer) must not get one added."""
     bos = getattr(source.tokenizer, "bos_token", None)
@@ -311,7 +311,7 @@ def _trained_with_bos(source: Source) -> bool | None:
     return text.startswith(bos)
 
 
-def _verify(plan: Plan, source: Source, gguf_path: Path, cancel):
+def _verify(plan: Plan, source: Merged, gguf_path: Path, cancel):
     from studio.core.export.prompts import check_prompts
     from studio.core.export.verify import llama_cpp_available, verify_gguf
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from studio.core.export.errors import Cancelled
+
 EXACT_TYPES = ("f32", "f16", "bf16", "q8_0")
 """Types whose greedy tokens must match transformers' for verification to pass."""
 K_FTYPES = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}  # llama.cpp's llama_ftype numbers
@@ -38,8 +40,6 @@ def run_child(cmd: list[str], cancel, err_path: Path) -> tuple[int, list[str]]:
         if cancel and cancel():
             proc.kill()
             proc.wait()
-            from studio.core.export.pipeline import Cancelled
-
             raise Cancelled()
         try:
             proc.wait(timeout=0.2)
