@@ -164,9 +164,9 @@ def test_cancel_saves_a_resumable_checkpoint(tiny_model, data, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(
     tiny_model, data, tmp_path, monkeypatch
 ):
-    from studio.core import train as train_mod
+    from studio.core import objective
 
-    original = train_mod.LossFn.__call__
+    original = objective.LossFn.forward
     calls = {"n": 0}
 
     def poisoned(self, batch):
@@ -174,7 +174,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] > 5 else loss), n
 
-    monkeypatch.setattr(train_mod.LossFn, "__call__", poisoned)
+    monkeypatch.setattr(objective.LossFn, "forward", poisoned)
     last = run_training(config(tiny_model, data, tmp_path / "n", save_every=2))
     assert last.type == "error" and last.kind == "nan" and "loss became nan" in last.message
     assert (tmp_path / "n" / "checkpoints" / "step-000004" / "state.json").is_file()
@@ -187,6 +187,7 @@ def test_adapter_loads_with_stock_peft_and_gives_the_same_logits(tiny_model, dat
 
     from studio.core import checkpoint as ckpt
     from studio.core.lora import apply_lora
+    from studio.core.optim import build_optim
 
     cfg = config(tiny_model, data, tmp_path / "r", max_steps=4, save_every=4)
     assert run_training(cfg).type == "done"
@@ -195,9 +196,10 @@ def test_adapter_loads_with_stock_peft_and_gives_the_same_logits(tiny_model, dat
         AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "r" / "adapter"
     ).eval()
     ours = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model), cfg.lora)
-    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    ckpt.load_training_state(tmp_path / "r" / "checkpoints" / "step-000004", ours, opt, sched)
+    optim = build_optim(ours, cfg.train, 4, "cpu")  # the run's group layout
+    ckpt.load_training_state(
+        tmp_path / "r" / "checkpoints" / "step-000004", ours, optim.optimizer, optim.scheduler
+    )
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     with torch.no_grad():
         a, b, c = (
@@ -366,7 +368,7 @@ def test_loss_matches_the_models_own_for_models_that_scale_their_logits(
     import torch
     from transformers import GraniteConfig, GraniteForCausalLM
 
-    from studio.core import train as train_module
+    from studio.core import objective as train_module
     from studio.core.config import LoraConfig as StudioLora
     from studio.core.lora import apply_lora
 
@@ -393,7 +395,7 @@ def test_the_fast_loss_path_stays_on_for_plain_models(tiny_model):
 
     from studio.core.config import LoraConfig as StudioLora
     from studio.core.lora import apply_lora
-    from studio.core.train import LossFn
+    from studio.core.objective import LossFn
 
     model = apply_lora(AutoModelForCausalLM.from_pretrained(str(tiny_model)), StudioLora(r=4))
     ids = torch.randint(0, 100, (1, 20))
@@ -436,7 +438,7 @@ def test_python_api_resume_continues_the_same_run(tiny_model, data, tmp_path, mo
 def test_a_validation_loss_that_overflows_is_said(tiny_model, data, tmp_path, monkeypatch):
     from studio.core import train as train_module
 
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: float("nan"))
+    monkeypatch.setattr(train_module, "evaluate_sums", lambda *a, **k: (float("nan"), 1))
     cfg = config(tiny_model, data, tmp_path / "run", max_steps=2)
     events = list(train(cfg))
     assert events[-1].type == "done"  # training itself went on

@@ -15,16 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-CHOICES = {
-    "model.quant": ("none", "8bit", "4bit"),
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.device": ("auto", "cpu", "cuda", "mps"),
-    "data.format": ("auto", "alpaca", "sharegpt", "messages", "text"),
-    "data.template": ("auto", "chatml", "alpaca", "llama2"),
-    "data.train_on": ("assistant", "all"),
-    "data.overlong": ("truncate", "drop"),
-    "train.scheduler": ("cosine", "linear", "constant"),
-}
 
 
 def demo_settings() -> dict:
@@ -60,7 +50,7 @@ def add_parser(sub) -> None:
         "say how many ended their turn (default: 3 with --demo unless --quiet, else 0); "
         "saved to RUN/samples.json",
     )
-    from studio.core.config import FLAGS, RunConfig
+    from studio.core.config import CHOICES, FLAGS, RunConfig
 
     defaults = RunConfig().to_dict()
     for key, flag in FLAGS.items():

@@ -86,8 +86,19 @@ def atomic_folder(final: Path, write) -> Path:
 
 
 def save_checkpoint(
-    ckpt_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None
+    ckpt_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    state: dict,
+    scaler=None,
+    *,
+    rngs: list[dict] | None = None,
+    extra: dict | None = None,
 ) -> Path:
+    """`rngs`: every training process's RNG state (rank order; this process's if None).
+    `extra`: the optimizer package's own state (tiers, sensitivity statistics)."""
     import torch
 
     def write(tmp: Path):
@@ -97,7 +108,11 @@ def save_checkpoint(
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if rngs is not None:
+            rng = dict(rngs[0], ranks=rngs)
         torch.save(rng, tmp / "rng.pt")
+        if extra:
+            torch.save(extra, tmp / "optim_extra.pt")
         if scaler is not None:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
         (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=2))
@@ -134,8 +149,18 @@ def read_state(ckpt: Path) -> dict:
     return json.loads((Path(ckpt) / "state.json").read_text())
 
 
-def load_training_state(ckpt: Path, model, optimizer, scheduler, scaler=None) -> dict:
-    """Restore adapter weights, optimizer, scheduler and RNG from a checkpoint."""
+def read_extra(ckpt: Path) -> dict:
+    """The optimizer package's state saved with a checkpoint ({} if it had none)."""
+    import torch
+
+    path = Path(ckpt) / "optim_extra.pt"
+    return torch.load(path, weights_only=True) if path.is_file() else {}
+
+
+def load_training_state(
+    ckpt: Path, model, optimizer, scheduler, scaler=None, *, rank: int = 0
+) -> dict:
+    """Restore adapter weights, optimizer, scheduler and RNG (this rank's) from a checkpoint."""
     import torch
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -146,6 +171,7 @@ def load_training_state(ckpt: Path, model, optimizer, scheduler, scaler=None) ->
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    rng = rng["ranks"][rank] if "ranks" in rng else rng
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])

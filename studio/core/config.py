@@ -60,6 +60,34 @@ FLAGS: dict[str, str] = {
     "train.warmup_ratio": "--warmup-ratio",
     "train.max_grad_norm": "--max-grad-norm",
     "train.keep_checkpoints": "--keep-checkpoints",
+    "train.optimizer": "--optimizer",
+    "train.loraplus_ratio": "--loraplus-ratio",
+    "train.param_groups": "--param-groups",
+    "train.sensitivity_tiers": "--sensitivity-tiers",
+    "train.sensitivity_spread": "--sensitivity-spread",
+    "train.sensitivity_every": "--sensitivity-every",
+    "train.processes": "--nproc",
+    "train.grad_compression": "--grad-compression",
+}
+
+OPTIMIZERS = ("adamw", "adamw_8bit")
+PARAM_GROUPS = ("none", "sensitivity")
+COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
+
+# The settings that take one of a few values: the CLI's choices and the app's combo boxes.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.quant": ("none", "8bit", "4bit"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.device": ("auto", "cpu", "cuda", "mps"),
+    "data.format": FORMATS,
+    "data.template": TEMPLATES,
+    "data.train_on": ("assistant", "all"),
+    "data.overlong": ("truncate", "drop"),
+    "train.scheduler": ("cosine", "linear", "constant"),
+    "train.mixed_precision": ("auto", "off"),
+    "train.optimizer": OPTIMIZERS,
+    "train.param_groups": PARAM_GROUPS,
+    "train.grad_compression": COMPRESSIONS,
 }
 
 
@@ -201,6 +229,22 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, ~30% slower."""
     mixed_precision: str = "auto"
     """auto (bf16/fp16 autocast on GPU, off on CPU), or off."""
+    optimizer: str = "adamw"
+    """adamw, or adamw_8bit (bitsandbytes: optimizer state in 8 bits, about 4x less memory)."""
+    loraplus_ratio: float = 0.0
+    """LoRA+: train the B matrices at this many times the learning rate (16 is usual; 0: off)."""
+    param_groups: str = "none"
+    """none, or sensitivity: modules re-ranked by AdaLoRA's sensitivity into learning-rate tiers."""
+    sensitivity_tiers: int = 3
+    """With sensitivity groups: how many tiers (odd; the middle one trains at the base rate)."""
+    sensitivity_spread: float = 2.0
+    """With sensitivity groups: lr ratio between neighbouring tiers (3 tiers, 2: 2x, 1x, 0.5x)."""
+    sensitivity_every: int = 20
+    """With sensitivity groups: re-rank the modules every N steps."""
+    processes: int = 1
+    """Training processes on this machine (torchrun): one per GPU, or CPU processes."""
+    grad_compression: str = "none"
+    """With several processes: gradients sent as none (fp32), fp16, bf16, int8 or int4."""
 
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs", f"must be positive; got {self.epochs!r}")
@@ -243,6 +287,34 @@ class TrainConfig:
             f"must be at least 1; got {self.keep_checkpoints!r}",
         )
         _choice(self.mixed_precision, ("auto", "off"), "train.mixed_precision")
+        _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
+        _check(
+            self.loraplus_ratio == 0 or self.loraplus_ratio >= 1,
+            "train.loraplus_ratio",
+            f"must be 0 (off) or at least 1 (16 is usual); got {self.loraplus_ratio!r}",
+        )
+        _choice(self.param_groups, PARAM_GROUPS, "train.param_groups")
+        _check(
+            self.sensitivity_tiers in (1, 3, 5, 7),
+            "train.sensitivity_tiers",
+            f"must be 1, 3, 5 or 7 (odd, so one tier trains at the base rate); got {self.sensitivity_tiers!r}",
+        )
+        _check(
+            self.sensitivity_spread >= 1,
+            "train.sensitivity_spread",
+            f"must be at least 1; got {self.sensitivity_spread!r}",
+        )
+        _check(
+            self.sensitivity_every >= 1,
+            "train.sensitivity_every",
+            f"must be at least 1; got {self.sensitivity_every!r}",
+        )
+        _check(
+            1 <= self.processes <= 64,
+            "train.processes",
+            f"must be between 1 and 64; got {self.processes!r}",
+        )
+        _choice(self.grad_compression, COMPRESSIONS, "train.grad_compression")
 
 
 @dataclass

@@ -26,6 +26,8 @@ class Event:
             k: None if isinstance(v, float) and not math.isfinite(v) else v
             for k, v in asdict(self).items()
         }
+        if d.get("metrics") == {}:  # a step's extras, written only when there are some
+            del d["metrics"]
         d["type"] = self.type
         return d
 
@@ -52,6 +54,8 @@ class Step(Event):
     tokens_per_s: float
     elapsed_s: float
     eta_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Extra figures of this step: bytes of gradients sent with several processes..."""
 
 
 @dataclass

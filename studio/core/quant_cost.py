@@ -202,7 +202,8 @@ def _mean_loss(net, examples, cfg, tokenizer, progress, stop) -> tuple[float, in
     import torch
 
     from studio.core.data.packing import collate
-    from studio.core.train import LossFn, _autocast_factory, _to, make_rows
+    from studio.core.objective import LossFn
+    from studio.core.train import _autocast_factory, _to, make_rows
 
     device = next(net.parameters()).device
     autocast, _scaler = _autocast_factory(device.type, net.dtype, cfg)

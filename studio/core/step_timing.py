@@ -95,8 +95,9 @@ def measure_step(cfg: RunConfig, row_len: int, progress=None) -> tuple[float, fl
 
     from studio.core.lora import apply_lora
     from studio.core.models import load_model
-    from studio.core.optim import make_optimizer
-    from studio.core.train import LossFn, _autocast_factory
+    from studio.core.objective import LossFn
+    from studio.core.optim import build_optim
+    from studio.core.train import _autocast_factory
 
     report = progress or (lambda done, total: None)
     t0 = time.perf_counter()
@@ -112,7 +113,8 @@ def measure_step(cfg: RunConfig, row_len: int, progress=None) -> tuple[float, fl
     model.train()
     device = loaded.device
     autocast, _scaler = _autocast_factory(device, loaded.dtype, cfg)
-    optimizer = make_optimizer(model.parameters(), cfg.train.lr, 0.0, device)
+    # The run's own optimizer and groups (8-bit state, LoRA+...), as its steps will use them.
+    optimizer = build_optim(model, cfg.train, 10, device).optimizer
     vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
     shape = (cfg.train.batch_size, max(2, row_len))
     gen = torch.Generator().manual_seed(0)

@@ -12,6 +12,7 @@ micro-batches per epoch) and perm seeded by seed + epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -28,6 +29,7 @@ from studio.core import runs
 from studio.core.config import RunConfig
 from studio.core.data.examples import IGNORE, Example, build_examples
 from studio.core.data.packing import collate, pack_rows, single_rows
+from studio.core.distributed import World, init_world
 from studio.core.errors import ConfigError, DataError, StudioError
 from studio.core.events import Checkpoint, Done, Eval, Event, EventLog, Failed, Log, Started, Step
 from studio.core.models import context_length
@@ -54,10 +56,11 @@ class Plan:
     total_steps: int
 
 
-def make_plan(examples: list[Example], cfg: RunConfig) -> Plan:
+def make_plan(examples: list[Example], cfg: RunConfig, world_size: int = 1) -> Plan:
+    """Micro-batches of batch_size rows a process (world_size processes share each one)."""
     t = cfg.train
     rows = make_rows(examples, cfg)
-    micro_per_epoch = math.ceil(len(rows) / t.batch_size)
+    micro_per_epoch = math.ceil(len(rows) / (t.batch_size * world_size))
     total_micro = math.ceil(t.epochs * micro_per_epoch)
     total = t.max_steps or max(1, math.ceil(total_micro / t.grad_accum))
     return Plan(rows, micro_per_epoch, total)
@@ -77,68 +80,6 @@ def micro_batch_rows(
     return [plan.rows[i] for i in order[k * batch_size : (k + 1) * batch_size]]
 
 
-SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier")
-"""Config keys of models that change their logits after the LM head."""
-
-
-class LossFn:
-    """Sum of token losses and the token count for a batch.
-
-    Logits are computed only where a label is, which skips the LM head on prompt tokens
-    (the fast path); models with logit post-processing use the full forward instead.
-    """
-
-    def __init__(self, model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        conf = base.config
-        self.model = model
-        self.decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-        self.head = base.get_output_embeddings()
-        special = any(getattr(conf, k, None) for k in SCALED_LOGITS)
-        self.fast = self.decoder is not None and self.head is not None and not special
-        self.checked = not self.fast
-
-    def check_fast_path(self, batch) -> None:
-        """Use the fast path only if it gives the model's own logits (checked once, on a few
-        tokens, without dropout): some models scale or cap their logits after the head
-        (Granite divides by logits_scaling, Falcon-H1 multiplies...), which it would skip."""
-        import torch
-
-        self.checked = True
-        ids = batch["input_ids"][:1, :16]
-        pos = batch["position_ids"][:1, :16]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                own = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits.float()
-                hidden = self.decoder(input_ids=ids, position_ids=pos, use_cache=False)
-                fast = self.head(hidden.last_hidden_state).float()
-        finally:
-            self.model.train(was_training)
-        self.fast = bool((own - fast).abs().max() <= 0.02 * own.abs().max() + 1e-4)
-
-    def __call__(self, batch):
-        import torch.nn.functional as F
-
-        if not self.checked:
-            self.check_fast_path(batch)
-        target = batch["labels"][:, 1:]
-        mask = target != IGNORE
-        if self.fast:
-            hidden = self.decoder(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            ).last_hidden_state
-            logits = self.head(hidden[:, :-1][mask])
-        else:
-            out = self.model(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            )
-            logits = out.logits[:, :-1][mask]
-        loss = F.cross_entropy(logits.float(), target[mask], reduction="sum")
-        return loss, int(mask.sum())
-
-
 def _to(batch, device):
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -149,10 +90,10 @@ def make_rows(examples: list[Example], cfg: RunConfig) -> list[list[int]]:
     return pack_rows(lengths, t.seq_len, t.seed) if t.packing else single_rows(len(examples))
 
 
-def evaluate(
-    loss_fn: LossFn, examples: list[Example], rows, batch_size: int, pad_id: int, device, autocast
-) -> float:
-    """Mean loss per labelled token over `examples`, batched as `rows`."""
+def evaluate_sums(
+    loss_fn, examples: list[Example], rows, batch_size: int, pad_id: int, device, autocast
+) -> tuple[float, int]:
+    """(sum of token losses, labelled tokens) over `examples`, batched as `rows`."""
     import torch
 
     total, count = 0.0, 0
@@ -165,6 +106,12 @@ def evaluate(
             count += n
     if was_training:
         loss_fn.model.train()
+    return total, count
+
+
+def evaluate(loss_fn, examples, rows, batch_size: int, pad_id: int, device, autocast) -> float:
+    """Mean loss per labelled token over `examples`, batched as `rows`."""
+    total, count = evaluate_sums(loss_fn, examples, rows, batch_size, pad_id, device, autocast)
     return total / max(1, count)
 
 
@@ -239,198 +186,319 @@ def _autocast_factory(device: str, dtype, cfg: RunConfig):
 def train(
     cfg: RunConfig, *, resume: bool = False, cancel: CancelToken | None = None
 ) -> Iterator[Event]:
-    """Train LoRA adapters as configured, yielding events. See the module docstring."""
-    import torch
+    """Train LoRA adapters as configured, yielding events. See the module docstring.
 
-    from studio.core.lora import apply_lora, count_parameters
-    from studio.core.models import is_local, load_model, load_tokenizer, read_config
+    Under torchrun every rank runs this; each yields the same events, and only rank 0's
+    are written (run_training)."""
+    world = init_world(cfg.model.device)
+    try:
+        yield from _train(cfg, resume, cancel or CancelToken(), world)
+    finally:
+        world.close()
 
-    cancel = cancel or CancelToken()
-    t = cfg.train
-    run_dir = Path(cfg.output)
-    ckpt_dir = run_dir / "checkpoints"
-    start_ckpt = ckpt.latest_checkpoint(ckpt_dir) if resume else None
-    if resume and start_ckpt is None:
+
+def _resume_point(cfg: RunConfig, resume: bool, world: World):
+    ckpt_dir = Path(cfg.output) / "checkpoints"
+    start = ckpt.latest_checkpoint(ckpt_dir) if resume else None
+    if resume and start is None:
         raise ConfigError(
             f"resume: {ckpt_dir} holds no whole checkpoint to resume from", field="resume"
         )
+    if start is not None:
+        saved = int(ckpt.read_state(start).get("world_size", 1))
+        if saved != world.size:
+            raise ConfigError(
+                f"resume: {start.name} was written by {saved} training process(es), and this "
+                f"run has {world.size}; the data order and the optimizer state depend on it. "
+                f"Resume with --nproc {saved}.",
+                field="resume",
+            )
+    return start
 
-    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    split, train_ex, val_ex, stats, val_stats = _prepare_data(cfg, tokenizer)
-    train_ds = split.train
-    plan = make_plan(train_ex, cfg)
+
+def _setup_model(cfg: RunConfig):
+    import torch
+
+    from studio.core.lora import apply_lora
+    from studio.core.models import is_local, load_model, read_config
 
     if is_local(cfg.model.path):  # fail before the (slow) load when config.json tells already
         _check_seq_len(cfg, read_config(cfg.model.path))
     loaded = load_model(cfg.model, with_tokenizer=False)
     _check_seq_len(cfg, loaded.model.config.to_dict())
-    torch.manual_seed(t.seed)
+    torch.manual_seed(cfg.train.seed)  # the same LoRA init on every rank
     model = apply_lora(
         loaded.model,
         cfg.lora,
         quantized=cfg.model.quant != "none",
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
     )
     model.train()
+    return model, loaded
+
+
+def _restore(start_ckpt, model, optim, scaler, world: World, seed: int) -> int:
+    import torch
+
+    if start_ckpt is None:
+        # The dropout stream starts the same whatever loading consumed (one per rank).
+        torch.manual_seed(seed + world.rank)
+        return 0
+    optim.load_state_dict(ckpt.read_extra(start_ckpt))
+    state = ckpt.load_training_state(
+        start_ckpt, model, optim.optimizer, optim.scheduler, scaler, rank=world.rank
+    )
+    return int(state["step"])
+
+
+def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> Iterator[Event]:
+    from studio.core.lora import count_parameters
+    from studio.core.models import load_tokenizer
+    from studio.core.objective import LossFn
+    from studio.core.optim import build_optim
+
+    t = cfg.train
+    start_ckpt = _resume_point(cfg, resume, world)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    split, train_ex, val_ex, stats, val_stats = _prepare_data(cfg, tokenizer)
+    plan = make_plan(train_ex, cfg, world.size)
+    model, loaded = _setup_model(cfg)
     device = loaded.device
     autocast, scaler = _autocast_factory(device, loaded.dtype, cfg)
-    from studio.core.optim import make_optimizer, make_scheduler
-
-    optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay, device)
-    scheduler = make_scheduler(optimizer, plan.total_steps, t.warmup_ratio, t.scheduler)
-    start_step = 0
-    if start_ckpt is not None:
-        state = ckpt.load_training_state(start_ckpt, model, optimizer, scheduler, scaler)
-        start_step = int(state["step"])
-    else:
-        torch.manual_seed(t.seed)  # dropout stream starts the same whatever loading consumed
+    optim = build_optim(model, t, plan.total_steps, device)
+    loss_fn = LossFn(model)
+    start_step = _restore(start_ckpt, model, optim, scaler, world, t.seed)
+    forward, comm = world.wrap(loss_fn, t.grad_compression)
 
     trainable, total_params = count_parameters(model)
     yield Started(
         total_steps=plan.total_steps,
-        run_dir=str(run_dir),
+        run_dir=str(cfg.output),
         start_step=start_step,
         num_examples=len(train_ex),
         num_tokens=sum(len(e) for e in train_ex),
         steps_per_epoch=math.ceil(plan.micro_per_epoch / t.grad_accum),
     )
     yield Log(
-        f"{len(train_ds.records)} records kept, {train_ds.skipped} skipped; {stats.summary(t.seq_len)}; "
-        f"{len(plan.rows)} rows of up to {t.seq_len} tokens; {len(val_ex)} validation examples"
+        f"{len(split.train.records)} records kept, {split.train.skipped} skipped; "
+        f"{stats.summary(t.seq_len)}; {len(plan.rows)} rows of up to {t.seq_len} tokens; "
+        f"{len(val_ex)} validation examples"
     )
     yield from _skipped_logs(split, val_stats, t.seq_len)
     yield Log(
         f"trainable parameters: {trainable:,} of {total_params:,}; device {device}, dtype {loaded.dtype}"
     )
+    if world.size > 1:
+        yield Log(
+            f"{world.size} training processes ({world.backend}); each step takes "
+            f"{t.batch_size} rows a process, {t.batch_size * world.size * t.grad_accum} in all; "
+            f"gradients sent as {'fp32' if t.grad_compression == 'none' else t.grad_compression}"
+        )
+    for line in optim.start_messages(t.optimizer):
+        yield Log(line)
     if start_step:
         yield Log(f"resumed from {start_ckpt.name} at step {start_step}")
+    loop = Loop(cfg, world, plan, train_ex, val_ex, model, tokenizer, loss_fn, forward, comm,
+                optim, autocast, scaler, device, cancel)  # fmt: skip
+    yield from loop.run(start_step)
 
-    loss_fn = LossFn(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    perm_cache: dict = {}
-    val_rows = make_rows(val_ex, cfg)  # packed once, evaluated many times
-    started = time.perf_counter()
-    step = start_step
-    last_loss = last_eval = None
 
-    every = t.save_every or auto_save_every(plan.total_steps)
-    last_save = time.perf_counter()
+class Loop:
+    """One readable training loop over optimizer steps (see `run`)."""
 
-    def checkpoint_due(at_step: int, now: float) -> bool:
-        if at_step % every == 0:
+    def __init__(self, cfg, world, plan, train_ex, val_ex, model, tokenizer, loss_fn, forward,
+                 comm, optim, autocast, scaler, device, cancel):  # fmt: skip
+        self.cfg, self.t, self.world, self.plan = cfg, cfg.train, world, plan
+        self.train_ex, self.val_ex = train_ex, val_ex
+        self.model, self.tokenizer, self.loss_fn, self.forward = model, tokenizer, loss_fn, forward
+        self.comm, self.optim, self.autocast, self.scaler = comm, optim, autocast, scaler
+        self.device, self.cancel = device, cancel
+        self.run_dir = Path(cfg.output)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.perm_cache: dict = {}
+        self.val_rows = make_rows(val_ex, cfg)  # packed once, evaluated many times
+        self.every = self.t.save_every or auto_save_every(plan.total_steps)
+        self.last_loss = self.last_eval = None
+
+    def micro_batches(self, step: int) -> list[dict]:
+        """This rank's share of the step's micro-batches, on the device."""
+        t, world = self.t, self.world
+        out = []
+        for g in range(step * t.grad_accum, (step + 1) * t.grad_accum):
+            rows = micro_batch_rows(
+                self.plan, g, t.batch_size * world.size, t.seed, self.perm_cache
+            )
+            mine = world.share(rows)
+            batch = collate(self.train_ex, mine or rows[:1], self.pad_id)
+            if not mine:  # fewer rows than ranks at the end of an epoch: a no-op batch
+                batch["labels"].fill_(IGNORE)
+                batch["input_ids"].fill_(self.pad_id)
+            out.append(_to(batch, self.device))
+        return out
+
+    def run(self, start_step: int) -> Iterator[Event]:
+        import torch
+
+        step = start_step
+        started = time.perf_counter()
+        last_save = started
+        try:
+            while step < self.plan.total_steps:
+                t0 = time.perf_counter()
+                micro = self.micro_batches(step)
+                local_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+                local_tokens = sum(int((b["input_ids"] != self.pad_id).sum()) for b in micro)
+                n_target, stop, tokens = self.world.sum(
+                    [local_target, float(self.cancel.cancelled), local_tokens]
+                )
+                if stop:  # every rank stops at the same step
+                    yield self.save(step)
+                    yield self.finish(step, "stopped")
+                    return
+                loss_value, logs = self.step(step, micro, n_target)
+                if not math.isfinite(loss_value):
+                    yield Failed(
+                        message=f"the loss became {loss_value} at step {step + 1}; the run stopped. "
+                        "Try a lower learning rate, or float32/bfloat16 instead of float16. "
+                        "The last checkpoint is kept and can be resumed.",
+                        step=step + 1,
+                        kind="nan",
+                    )
+                    return
+                yield from (Log(m) for m in logs)
+                step += 1
+                now = time.perf_counter()
+                yield self.step_event(step, loss_value, tokens / max(1e-9, now - t0),
+                                      now - started, start_step)  # fmt: skip
+                is_last = step == self.plan.total_steps
+                if self.val_ex and (
+                    (self.t.eval_every and step % self.t.eval_every == 0) or is_last
+                ):
+                    yield from self.evaluate(step)
+                if is_last or self.checkpoint_due(step, now - last_save):
+                    yield self.save(step)
+                    last_save = time.perf_counter()
+            yield self.finish(step, "completed")
+        except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):  # torch < 2.5
+            yield Failed(
+                message=f"out of memory at step {step + 1}. Try a smaller batch size, a shorter sequence "
+                "length, gradient checkpointing, QLoRA (4-bit) or the 8-bit optimizer. The last "
+                "checkpoint is kept.",
+                step=step + 1,
+                kind="oom",
+            )
+        except Exception as e:  # the run fails; the caller (and the app) keep going
+            yield Log(traceback.format_exc(), level="error")
+            yield Failed(
+                message=f"training failed at step {step + 1}: {type(e).__name__}: {e}",
+                step=step + 1,
+            )
+
+    def step(self, step: int, micro: list[dict], n_target: float) -> tuple[float, list[str]]:
+        """Forward and backward over the micro-batches, then one optimizer update."""
+        from studio.core.distributed import no_sync
+
+        scaler, optimizer = self.scaler, self.optim.optimizer
+        if self.comm is not None:
+            self.comm.step = step
+        loss_sum = 0.0
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            with contextlib.nullcontext() if last else no_sync(self.forward):
+                with self.autocast():
+                    loss, _ = self.forward(batch)
+                # DDP averages gradients over the ranks: scale up so the update is the
+                # gradient of the global sum over all labelled tokens / their count.
+                scaled = loss / max(1, n_target) * self.world.size
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_sum += float(loss.detach())
+        (loss_sum,) = self.world.sum([loss_sum])
+        loss_value = loss_sum / max(1, n_target)
+        if not math.isfinite(loss_value):
+            return loss_value, []
+        if scaler:
+            scaler.unscale_(optimizer)
+        logs = self.optim.after_backward(step)
+        self.grad_norm = _clip(self.params, self.t.max_grad_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.lr = self.optim.scheduler.get_last_lr()[0]
+        self.optim.scheduler.step()
+        return loss_value, logs
+
+    def step_event(self, step, loss_value, tokens_per_s, elapsed, start_step) -> Step:
+        self.last_loss = loss_value
+        metrics = {}
+        if self.comm is not None:
+            sent, raw = self.comm.take_bytes()
+            metrics = {"comm_bytes": sent, "comm_bytes_fp32": raw}
+        return Step(
+            step=step,
+            epoch=round(step * self.t.grad_accum / self.plan.micro_per_epoch, 4),
+            loss=loss_value,
+            lr=self.lr,
+            grad_norm=self.grad_norm,
+            tokens_per_s=tokens_per_s,
+            elapsed_s=elapsed,
+            eta_s=elapsed / (step - start_step) * (self.plan.total_steps - step),
+            metrics=metrics,
+        )
+
+    def evaluate(self, step: int) -> Iterator[Event]:
+        mine = self.val_rows[self.world.rank :: self.world.size]
+        total, count = evaluate_sums(self.loss_fn, self.val_ex, mine, self.t.batch_size,
+                                     self.pad_id, self.device, self.autocast)  # fmt: skip
+        total, count = self.world.sum([total, count])
+        self.last_eval = total / max(1, count)
+        yield Eval(step=step, eval_loss=self.last_eval)
+        if not math.isfinite(self.last_eval):
+            yield Log(
+                f"the validation loss is {self.last_eval} at step {step} although training "
+                "goes on normally: evaluation overflows (float16?). Try bfloat16 or "
+                "float32 (--dtype).",
+                level="warning",
+            )
+
+    def checkpoint_due(self, at_step: int, since_save: float) -> bool:
+        if at_step % self.every == 0:
             return True
         # Automatic saving also bounds the time at risk on long runs.
-        return not t.save_every and now - last_save >= AUTO_SAVE_SECONDS
+        return not self.t.save_every and since_save >= AUTO_SAVE_SECONDS
 
-    def save(at_step: int):
-        state = {
-            "epoch": at_step * t.grad_accum / plan.micro_per_epoch,
-            "total_steps": plan.total_steps,
-        }
-        path = ckpt.save_checkpoint(ckpt_dir, at_step, model, optimizer, scheduler, state, scaler)
-        ckpt.prune_checkpoints(ckpt_dir, t.keep_checkpoints)
+    def save(self, at_step: int) -> Checkpoint:
+        """A checkpoint (rank 0 writes it; every rank hands over its RNG state)."""
+        import torch
+
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rngs = self.world.gather(rng)
+        path = self.ckpt_dir / ckpt.checkpoint_name(at_step)
+        if self.world.main:
+            state = {
+                "epoch": at_step * self.t.grad_accum / self.plan.micro_per_epoch,
+                "total_steps": self.plan.total_steps,
+                "world_size": self.world.size,
+            }
+            path = ckpt.save_checkpoint(
+                self.ckpt_dir, at_step, self.model, self.optim.optimizer, self.optim.scheduler,
+                state, self.scaler, rngs=rngs, extra=self.optim.state_dict(),
+            )  # fmt: skip
+            ckpt.prune_checkpoints(self.ckpt_dir, self.t.keep_checkpoints)
         return Checkpoint(step=at_step, path=str(path))
 
-    try:
-        while step < plan.total_steps:
-            if cancel.cancelled:
-                yield save(step)
-                adapter = _save_adapter(model, tokenizer, run_dir)
-                yield Done(
-                    step=step,
-                    adapter=str(adapter),
-                    status="stopped",
-                    final_loss=last_loss,
-                    eval_loss=last_eval,
-                )
-                return
-            t0 = time.perf_counter()
-            micro = [
-                _to(
-                    collate(
-                        train_ex,
-                        micro_batch_rows(plan, g, t.batch_size, t.seed, perm_cache),
-                        pad_id,
-                    ),
-                    device,
-                )
-                for g in range(step * t.grad_accum, (step + 1) * t.grad_accum)
-            ]
-            n_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
-            loss_sum = 0.0
-            for batch in micro:
-                with autocast():
-                    loss, _ = loss_fn(batch)
-                scaled = loss / max(1, n_target)
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += float(loss.detach())
-            loss_value = loss_sum / max(1, n_target)
-            if not math.isfinite(loss_value):
-                yield Failed(
-                    message=f"the loss became {loss_value} at step {step + 1}; the run stopped. "
-                    "Try a lower learning rate, or float32/bfloat16 instead of float16. "
-                    "The last checkpoint is kept and can be resumed.",
-                    step=step + 1,
-                    kind="nan",
-                )
-                return
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = _clip(params, t.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            last_loss = loss_value
-            now = time.perf_counter()
-            elapsed = now - started
-            tokens = sum(int((b["input_ids"] != pad_id).sum()) for b in micro)
-            yield Step(
-                step=step,
-                epoch=round(step * t.grad_accum / plan.micro_per_epoch, 4),
-                loss=loss_value,
-                lr=lr,
-                grad_norm=grad_norm,
-                tokens_per_s=tokens / max(1e-9, now - t0),
-                elapsed_s=elapsed,
-                eta_s=elapsed / (step - start_step) * (plan.total_steps - step),
-            )
-            is_last = step == plan.total_steps
-            if val_ex and ((t.eval_every and step % t.eval_every == 0) or is_last):
-                last_eval = evaluate(
-                    loss_fn, val_ex, val_rows, t.batch_size, pad_id, device, autocast
-                )
-                yield Eval(step=step, eval_loss=last_eval)
-                if not math.isfinite(last_eval):
-                    yield Log(
-                        f"the validation loss is {last_eval} at step {step} although training "
-                        "goes on normally: evaluation overflows (float16?). Try bfloat16 or "
-                        "float32 (--dtype).",
-                        level="warning",
-                    )
-            if is_last or checkpoint_due(step, now):
-                yield save(step)
-                last_save = time.perf_counter()
-        adapter = _save_adapter(model, tokenizer, run_dir)
-        yield Done(step=step, adapter=str(adapter), final_loss=last_loss, eval_loss=last_eval)
-    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):  # torch < 2.5
-        yield Failed(
-            message=f"out of memory at step {step + 1}. Try a smaller batch size, a shorter sequence "
-            "length, gradient checkpointing, or QLoRA (4-bit). The last checkpoint is kept.",
-            step=step + 1,
-            kind="oom",
-        )
-    except Exception as e:  # the run fails; the caller (and the app) keep going
-        yield Log(traceback.format_exc(), level="error")
-        yield Failed(
-            message=f"training failed at step {step + 1}: {type(e).__name__}: {e}", step=step + 1
-        )
+    def finish(self, step: int, status: str) -> Done:
+        adapter = self.run_dir / "adapter"
+        if self.world.main:
+            adapter = _save_adapter(self.model, self.tokenizer, self.run_dir)
+        return Done(step=step, adapter=str(adapter), status=status,
+                    final_loss=self.last_loss, eval_loss=self.last_eval)  # fmt: skip
 
 
 AUTO_SAVE_CHECKPOINTS = 10
@@ -466,15 +534,24 @@ def run_training(
     cancel: CancelToken | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> Event:
-    """Train, writing run.yaml and events.jsonl; returns the last event (Done or Failed)."""
+    """Train, writing run.yaml and events.jsonl; returns the last event (Done or Failed).
+
+    Under torchrun only rank 0 writes; the other ranks train and return their last event."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        last: Event | None = None
+        for event in train(cfg, resume=resume, cancel=cancel):
+            last = event
+        return last
     run_dir = Path(cfg.output)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume or not (run_dir / "run.yaml").exists():
         cfg.save(run_dir / "run.yaml")
     # Who is training this folder, so the app can follow, stop or re-attach to a CLI run. The
-    # app writes the same record when it starts the run; the child keeps it then.
-    if runs.read_process(run_dir).get("pid") != os.getpid():
+    # app (or the torchrun launcher) writes the same record when it starts the run; the
+    # child keeps it then.
+    launched = bool(os.environ.get("STUDIO_LAUNCHER_PID"))
+    if runs.read_process(run_dir).get("pid") != os.getpid() and not launched:
         runs.write_process(run_dir, os.getpid(), [sys.executable, *sys.argv])
     log = EventLog(run_dir / "events.jsonl")
     last: Event | None = None

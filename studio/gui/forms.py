@@ -28,17 +28,7 @@ from studio.core import config as C
 from studio.core.config import RunConfig
 from studio.core.errors import ConfigError
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.device": ("auto", "cpu", "cuda", "mps"),
-    "model.quant": ("none", "8bit", "4bit"),
-    "data.format": C.FORMATS,
-    "data.template": C.TEMPLATES,
-    "data.train_on": ("assistant", "all"),
-    "data.overlong": ("truncate", "drop"),
-    "train.scheduler": ("cosine", "linear", "constant"),
-    "train.mixed_precision": ("auto", "off"),
-}
+CHOICES = C.CHOICES
 SECTIONS = {
     "train": C.TrainConfig,
     "lora": C.LoraConfig,

@@ -1,20 +1,8 @@
-"""AdamW over the trainable parameters and a warmup + decay learning-rate schedule."""
+"""The learning-rate schedule: warmup, then cosine, linear or constant, for every group."""
 
 from __future__ import annotations
 
 import math
-
-
-def make_optimizer(params, lr: float, weight_decay: float, device: str):
-    import torch
-
-    params = [p for p in params if p.requires_grad]
-    kwargs = {"lr": lr, "weight_decay": weight_decay}
-    if device == "cuda":
-        kwargs["fused"] = True  # one kernel for the whole update
-    else:
-        kwargs["foreach"] = True
-    return torch.optim.AdamW(params, **kwargs)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -31,6 +19,7 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_ratio: float, kind: str):
+    """One LambdaLR: each group's own peak lr (LoRA+, tiers) times the same factor."""
     import torch
 
     warmup = int(round(total_steps * warmup_ratio))
