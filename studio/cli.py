@@ -61,5 +61,10 @@ def entry() -> None:
     sys.exit(main())
 
 
+def ds_train_entry() -> None:
+    """`ds_train --model M --data D --lora_rank 16 --gpus 4`: `studio train` by another name."""
+    sys.exit(main(["train", *sys.argv[1:]]))
+
+
 if __name__ == "__main__":
     entry()

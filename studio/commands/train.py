@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 
-
 def demo_settings() -> dict:
     """What --demo sets unless a flag or --config says otherwise: the app's default preset as
     sized for the bundled demo (studio.core.presets, the code the wizard uses too)."""
@@ -49,6 +48,14 @@ def add_parser(sub) -> None:
         help="after training, answer N held-out prompts with the base and the tuned model and "
         "say how many ended their turn (default: 3 with --demo unless --quiet, else 0); "
         "saved to RUN/samples.json",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N GPUs of this machine: N processes through torchrun, one a GPU "
+        "(--nproc N does the same on any device, CPU processes too)",
     )
     from studio.core.config import CHOICES, FLAGS, RunConfig
 
@@ -109,6 +116,16 @@ def build_config(args):
         value = getattr(args, key)
         if value is not None:
             cfg = _set(cfg, key, value)
+    if getattr(args, "gpus", None) is not None:
+        from studio.commands.launch import check_gpus, gpu_count
+
+        if args.gpus < 1:
+            raise ConfigError(
+                f"--gpus: must be 1 or more; got {args.gpus}", field="train.processes"
+            )
+        check_gpus(args.gpus, gpu_count())
+        cfg = _set(cfg, "train.processes", args.gpus)
+        cfg = _set(cfg, "model.device", "cuda")
     if not cfg.output:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = _set(cfg, "output", str(Path("runs") / f"{'demo' if args.demo else 'run'}-{stamp}"))
@@ -283,13 +300,19 @@ def _watch_stop_file(run_dir: str, cancel, ended: threading.Event) -> None:
 
 
 def run(args) -> int:
+    from studio.commands.launch import launch, worker_rank
     from studio.core.train import CancelToken, run_training
 
     quiet_library_noise()
 
     cfg = build_config(args)
+    rank = worker_rank()
+    if rank is not None:
+        return run_rank(args, cfg, rank)
     if not args.quiet:
         _print_estimate(cfg)
+    if cfg.train.processes > 1:
+        return launch(cfg, resume=args.resume, quiet=args.quiet)
     cancel = CancelToken()
 
     def on_signal(signum, frame):
@@ -319,6 +342,35 @@ def run(args) -> int:
     )
     if samples > 0:
         _print_samples(cfg, samples)
+    return 0
+
+
+def run_rank(args, cfg, rank: int) -> int:
+    """One rank under torchrun. Stopping goes through RUN/stop.request (every rank sees it
+    and they stop at the same step); torchrun's SIGTERM, sent when another rank failed,
+    ends this one at once. Exit 0 when done or stopped (the launcher reads which from
+    events.jsonl), 1 when training failed, 2 on bad input."""
+    from studio.commands.launch import record_rank_error
+    from studio.core.errors import StudioError
+    from studio.core.train import CancelToken, run_training
+
+    cancel = CancelToken()
+    ended = threading.Event()
+    threading.Thread(target=_watch_stop_file, args=(cfg.output, cancel, ended), daemon=True).start()
+    progress = Progress(quiet=args.quiet or rank != 0)
+    try:
+        last = run_training(cfg, resume=args.resume, cancel=cancel, on_event=progress)
+    except StudioError as e:
+        record_rank_error(e.message)
+        raise
+    except BaseException as e:
+        record_rank_error(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        ended.set()
+    if last is None or last.type == "error":
+        record_rank_error(last.message if last is not None else "ended without an event")
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 BUCKET_MB_MAX = 25.0  # DDP's default bucket size
@@ -69,13 +70,17 @@ class World:
         DDP._set_params_and_buffers_to_ignore_for_model(module, frozen)
         trainable = sum(p.numel() * 4 for p in module.parameters() if p.requires_grad)
         bucket_mb = min(BUCKET_MB_MAX, max(0.25, trainable / BUCKETS_WANTED / 2**20))
-        ddp = DDP(
-            module,
-            device_ids=[self.local_rank] if self.backend == "nccl" else None,
-            bucket_cap_mb=bucket_mb,
-            gradient_as_bucket_view=True,
-            broadcast_buffers=False,
-        )
+        with warnings.catch_warnings():
+            # Renamed in torch 2.13, but the new name still syncs buffers at start, which
+            # is what this avoids (rotary tables are computed the same on every rank).
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+            ddp = DDP(
+                module,
+                device_ids=[self.local_rank] if self.backend == "nccl" else None,
+                bucket_cap_mb=bucket_mb,
+                gradient_as_bucket_view=True,
+                broadcast_buffers=False,
+            )
         feedback = os.environ.get("STUDIO_NO_ERROR_FEEDBACK") != "1"  # benchmarks only
         return ddp, comp.register(ddp, compression, error_feedback=feedback)
 

@@ -1,7 +1,8 @@
 """Gradient compression for DDP: fp16/bf16 through torch's hooks, int8/int4 through ours.
 
-int8/int4 are block-wise symmetric: every BLOCK values share one fp16 scale (absmax / qmax,
-rounded up so no value clips), values round to the nearest integer in [-qmax, qmax] (int4:
+int8/int4 are block-wise symmetric: every BLOCK values share one bf16 scale (absmax / qmax,
+rounded up so no value clips; bf16 rather than fp16, whose subnormals would round the
+scales of small gradients, ~1e-5, by 20% and more), values round to the nearest integer in [-qmax, qmax] (int4:
 two a byte). Each rank all-gathers the others' compressed buckets and averages their
 dequantized values, so every rank ends with the same gradient. Error feedback keeps, per
 bucket, what rounding lost this step and adds it to the next step's gradient, so the
@@ -19,18 +20,18 @@ from __future__ import annotations
 BLOCK = 128
 WARMUP_STEPS = 5
 QMAX = {8: 127, 4: 7}
-_ROUND_UP = 1 + 2**-10  # > fp16's relative rounding error: the stored scale never undershoots
+_ROUND_UP = 1 + 2**-7  # > bf16's relative rounding error: the stored scale never undershoots
 
 
 def quantize(x, bits: int):
-    """(payload uint8, scales fp16) for a 1-D float tensor."""
+    """(payload uint8, scales bf16) for a 1-D float tensor."""
     import torch
 
     qmax = QMAX[bits]
     n = x.numel()
     padded = torch.nn.functional.pad(x.float(), (0, (-n) % BLOCK)).view(-1, BLOCK)
-    scale = (padded.abs().amax(dim=1) / qmax * _ROUND_UP).clamp(max=65504.0).half()
-    safe = scale.float().clamp(min=torch.finfo(torch.float16).tiny)
+    scale = (padded.abs().amax(dim=1) / qmax * _ROUND_UP).to(torch.bfloat16)
+    safe = scale.float().clamp(min=torch.finfo(torch.bfloat16).tiny)
     q = torch.round(padded / safe[:, None]).clamp(-qmax, qmax).to(torch.int8)
     if bits == 8:
         return q.view(torch.uint8).flatten(), scale
@@ -57,7 +58,7 @@ def message_bytes(n: int, bits: int) -> int:
 
 
 def pack(x, bits: int):
-    """One uint8 message (payload then fp16 scales) for a 1-D tensor."""
+    """One uint8 message (payload then bf16 scales) for a 1-D tensor."""
     import torch
 
     payload, scale = quantize(x, bits)
@@ -69,7 +70,7 @@ def unpack(message, n: int, bits: int):
 
     blocks = -(-n // BLOCK)
     split = blocks * BLOCK * bits // 8
-    scale = message[split:].contiguous().view(torch.float16)
+    scale = message[split:].contiguous().view(torch.bfloat16)
     return dequantize(message[:split], scale, n, bits)
 
 

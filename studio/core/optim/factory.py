@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 MIN_8BIT_SIZE = 4096
 """Tensors with fewer elements keep 32-bit state in adamw_8bit (bitsandbytes' own default):
-block-wise 8-bit state only pays on tensors of a few thousand values and more."""
+block-wise 8-bit state only pays on tensors of a few thousand values and more. The
+environment variable STUDIO_MIN_8BIT_SIZE overrides it (tests use 0 on tiny models)."""
 
 
 def make_optimizer(
@@ -13,7 +16,9 @@ def make_optimizer(
     if kind == "adamw_8bit":
         import bitsandbytes as bnb
 
-        size = MIN_8BIT_SIZE if min_8bit_size is None else min_8bit_size
+        size = min_8bit_size
+        if size is None:
+            size = int(os.environ.get("STUDIO_MIN_8BIT_SIZE", MIN_8BIT_SIZE))
         # Paged state moves to CPU memory under GPU memory pressure instead of failing.
         cls = bnb.optim.PagedAdamW8bit if device.startswith("cuda") else bnb.optim.AdamW8bit
         return cls(param_groups, min_8bit_size=size)
