@@ -96,10 +96,24 @@ def test_packing_off_trains_the_same_examples(tiny_model, data, tmp_path):
     assert ev[-1].type == "done" and ev[0].num_examples == 19
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_path):
+# Every optimizer's state resumes exactly: 8-bit AdamW (8-bit state even on tiny tensors), the
+# LoRA+ groups, and sensitivity tiers re-measured every 3 steps (before and after the kill).
+OPTIMIZERS = {
+    "adamw": {},
+    "8bit+loraplus+sensitivity": dict(optimizer="adamw_8bit", loraplus_ratio=16,
+                                      param_groups="sensitivity", sensitivity_every=3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("optim", OPTIMIZERS)
+def test_sigkill_then_resume_matches_uninterrupted_run(
+    tiny_model, data, tmp_path, optim, monkeypatch
+):
+    monkeypatch.setenv("STUDIO_MIN_8BIT_SIZE", "0")
+    extra = OPTIMIZERS[optim]
     steps = 40
     reference = tmp_path / "ref"
-    run_training(config(tiny_model, data, reference, max_steps=steps, save_every=4))
+    run_training(config(tiny_model, data, reference, max_steps=steps, save_every=4, **extra))
     run = tmp_path / "killed"
     cmd = [
         sys.executable,
@@ -110,7 +124,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_pat
         str(tmp_path / "run.yaml"),
         "--quiet",
     ]
-    config(tiny_model, data, run, max_steps=steps, save_every=4).save(tmp_path / "run.yaml")
+    config(tiny_model, data, run, max_steps=steps, save_every=4, **extra).save(
+        tmp_path / "run.yaml"
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.time() + 120
