@@ -13,21 +13,21 @@ from studio.core.config import RunConfig
 from studio.core.project import Project
 
 
-def probe_device() -> tuple[str, int | None, bool]:
-    """(name, memory in bytes, is_gpu). Runs on a worker thread: it imports torch."""
+def probe_device() -> tuple[str, int | None, bool, int]:
+    """(name, memory in bytes, is_gpu, CUDA GPUs). Runs on a worker thread: it imports torch."""
     import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return props.name, int(props.total_memory), True
+        return props.name, int(props.total_memory), True, torch.cuda.device_count()
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         import psutil
 
-        return "Apple GPU (MPS)", int(psutil.virtual_memory().total), True
+        return "Apple GPU (MPS)", int(psutil.virtual_memory().total), True, 0
     import psutil
 
-    return "CPU", int(psutil.virtual_memory().total), False
+    return "CPU", int(psutil.virtual_memory().total), False, 0
 
 
 class AppState(QObject):
@@ -49,6 +49,8 @@ class AppState(QObject):
         self.device_name = "detecting…"
         self.device_total: int | None = None
         self.on_gpu = False
+        self.gpus = 0
+        """CUDA GPUs visible: with more than one, a run can train on several (torchrun)."""
         self.job = ""
 
     def set_project(self, project: Project | None) -> None:
@@ -96,8 +98,8 @@ class AppState(QObject):
         self.config = dataclasses.replace(self.config, **sections)
         self.config_changed.emit(self.config)
 
-    def set_device(self, name: str, total: int | None, on_gpu: bool) -> None:
-        self.device_name, self.device_total, self.on_gpu = name, total, on_gpu
+    def set_device(self, name: str, total: int | None, on_gpu: bool, gpus: int = 0) -> None:
+        self.device_name, self.device_total, self.on_gpu, self.gpus = name, total, on_gpu, gpus
         self.device_changed.emit()
 
     def set_job(self, text: str) -> None:

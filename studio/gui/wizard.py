@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWizard,
     QWizardPage,
@@ -263,6 +264,12 @@ class ReviewStep(QWizardPage):
         self.command.setReadOnly(True)
         self.command.setFont(theme.mono_font())
         self.command.setMaximumHeight(90)
+        self.gpus = QSpinBox()
+        self.gpus.setToolTip(
+            "Train on several GPUs of this machine: one process a GPU (torchrun), each taking "
+            "its share of every batch. The batch size is per GPU."
+        )
+        self.gpus.valueChanged.connect(self._gpus_changed)
         self.memory = MemoryView()
         self.time = QLabel("")
         self.time.setWordWrap(True)
@@ -273,8 +280,10 @@ class ReviewStep(QWizardPage):
         form = QFormLayout(self)
         form.addRow("Project", self.project)
         form.addRow("Run name", self.run_name)
+        form.addRow("GPUs", self.gpus)
         form.addRow("Command", self.command)
         form.addRow("Memory", self.memory)
+        self.gpus_row = form
         form.addRow("Time", self.time)
         form.addRow("", self.error)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
@@ -288,11 +297,25 @@ class ReviewStep(QWizardPage):
         else:
             self.project.setText(Path(self.w.cfg.data.path).stem or "My project")
         self.run_name.setText(f"run-{_stamp()}")
+        many = self.w.state.gpus > 1
+        self.gpus_row.setRowVisible(self.gpus, many)
+        if many:
+            self.gpus.blockSignals(True)
+            self.gpus.setRange(1, self.w.state.gpus)
+            self.gpus.setValue(min(self.w.cfg.train.processes, self.w.state.gpus))
+            self.gpus.blockSignals(False)
         self.command.setPlainText(command_line(self.w.cfg, "RUN/run.yaml"))
         info = self.w.state.model_info
         if info is not None:
             self.memory.show_estimate(info, self.w.cfg, self.w.state)
         self._estimate_time()
+
+    def _gpus_changed(self, n: int) -> None:
+        cfg = self.w.cfg
+        model = dataclasses.replace(cfg.model, device="cuda" if n > 1 else cfg.model.device)
+        train = dataclasses.replace(cfg.train, processes=n)
+        self.w.cfg = dataclasses.replace(cfg, model=model, train=train)
+        self.command.setPlainText(command_line(self.w.cfg, "RUN/run.yaml"))
 
     def _estimate_time(self) -> None:
         """The run's length in steps now, and in time once one step has been timed."""

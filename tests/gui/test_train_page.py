@@ -413,3 +413,20 @@ def test_a_run_that_cannot_start_is_explained_not_raised(
     page.run_dir = tmp_path / "no-such-run"  # re-run of a run whose run.yaml is gone
     page.rerun()
     assert told[-1][0] == "Cannot re-run"
+
+
+def test_the_page_shows_the_processes_and_the_latest_parameter_groups(page, tmp_path):
+    page.run_state = runs.RunState(folder=tmp_path)
+    items = [
+        {"type": "log", "message": "2 training processes (gloo); each step takes 2 rows a process"},
+        {"type": "log", "message": "parameter groups: tier 2: lr 2.00e-04, 14 modules"},
+        {"type": "log", "message": "an unrelated line"},
+        {
+            "type": "log",
+            "message": "parameter groups at step 20 (sensitivity): tier 1: lr 4.00e-04",
+        },
+    ]
+    page._events_read(items)
+    text = page.details.text().splitlines()
+    assert text == [items[3]["message"], items[0]["message"]]
+    assert not page.details.isHidden()

@@ -175,3 +175,33 @@ def test_wizard_sends_an_unguessable_table_to_the_data_page(window, qtbot, tmp_p
     qtbot.waitUntil(lambda: step._task is None, timeout=30000)
     assert not step.isComplete() and "choose the columns there" in step.status.text()
     window.wizard.reject()
+
+
+def test_review_offers_the_gpu_count_only_when_there_are_several(
+    window, qtbot, write_jsonl, tiny_model, stub_training
+):
+    data = write_jsonl("train.jsonl", [alpaca(1), "{broken", alpaca(3)])
+    window.state.gpus = 0  # this machine: no GPU, no choice shown
+    wiz = _walk_to_settings(window, qtbot, data, tiny_model)
+    # The optimizer package's settings are in the Advanced form, as in run.yaml.
+    combo = wiz.steps[2].form.widgets["train.optimizer"]
+    assert [combo.itemText(i) for i in range(combo.count())] == ["adamw", "adamw_8bit"]
+    wiz.next()
+    review = wiz.steps[3]
+    form = review.gpus_row
+    assert not form.isRowVisible(review.gpus)
+    wiz.back()
+    window.state.gpus = 4  # as on a machine with four GPUs
+    wiz.next()
+    assert form.isRowVisible(review.gpus) and review.gpus.maximum() == 4
+    review.gpus.setValue(2)
+    args = shlex.split(review.command.toPlainText())
+    assert args[args.index("--nproc") + 1] == "2" and args[args.index("--device") + 1] == "cuda"
+    assert wiz.cfg.train.processes == 2
+    review.run_name.setText("on-two")
+    wiz.next()
+    cfg = RunConfig.load(wiz.run.run_dir / "run.yaml")
+    assert (cfg.train.processes, cfg.model.device) == (2, "cuda")
+    assert wiz.run.process.wait(60) == 0
+    wiz.accept()
+    qtbot.waitUntil(lambda: "exit code 0" in window.pages["Train"].status.text(), timeout=10000)

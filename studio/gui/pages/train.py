@@ -152,6 +152,11 @@ class TrainPage(QWidget):
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.progress_text)
+        self.details = QLabel("")  # processes and parameter groups, when the run has them
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.hide()
+        self._details: dict[str, str] = {}
         self.failure = FailurePanel()
         self.failure.hide()
         self._plots = None  # plots.TrainingPlots, made on first use (pyqtgraph loads slowly)
@@ -181,6 +186,7 @@ class TrainPage(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.status)
         layout.addLayout(progress_row)
+        layout.addWidget(self.details)
         layout.addWidget(self.failure)
         layout.addWidget(self.tabs, 1)
 
@@ -237,6 +243,8 @@ class TrainPage(QWidget):
         self.plots.clear()
         self.console.clear()
         self.failure.hide()
+        self._details = {}
+        self.details.hide()
         self.after_run.reset()
         self.after_run.hide()
         self.progress.setRange(0, 1)
@@ -291,6 +299,8 @@ class TrainPage(QWidget):
                 self.plots.add_eval(int(item["step"]), float(item["eval_loss"]))
             elif kind == "checkpoint":
                 self.plots.add_checkpoint(int(item["step"]))
+            elif kind == "log":
+                self._note_detail(str(item.get("message", "")))
         self.progress.setValue(min(s.step, self.progress.maximum()))
         if last_step is not None:
             _, epoch, loss, _lr, _gn, tps, elapsed, eta = last_step.tolist()
@@ -307,6 +317,19 @@ class TrainPage(QWidget):
             self.status.setText(f"Following a run started outside the app: step {s.step}{total}.")
         if self._replaying:
             self.status.setText(f"Reading the run: step {s.step}{total}…")
+
+    DETAILS = ("parameter groups", "training processes")
+
+    def _note_detail(self, message: str) -> None:
+        """Keep the latest line on processes and on parameter groups under the progress bar."""
+        kind = next((k for k in self.DETAILS if k in message.split(":")[0]), None)
+        if kind is None:
+            return
+        self._details[kind] = message
+        self.details.setText(
+            "\n".join(self._details[k] for k in self.DETAILS if k in self._details)
+        )
+        self.details.show()
 
     def _log_read(self, text: str) -> None:
         if self._stale_signal():
