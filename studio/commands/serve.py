@@ -38,7 +38,46 @@ def add_parser(sub) -> None:
         default=None,
         help="the model id clients use (default: the run or model folder name)",
     )
+    limits = p.add_argument_group("limits", "what one client may cost the server")
+    limits.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=16,
+        help="largest request body in MiB; a larger one is refused with 413 (default 16)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="connections served at once; one more is answered 503 (default 64)",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30,
+        help="seconds a request may take to arrive, and an answer may wait for a client "
+        "that stops reading it (default 30)",
+    )
     p.set_defaults(handler=run)
+
+
+def limits(args):
+    """The Limits the flags ask for; a value that cannot work is refused naming its flag."""
+    from studio.core.errors import ConfigError
+    from studio.serve import Limits
+
+    for flag, value, ok in (
+        ("--max-body-mb", args.max_body_mb, 0 < args.max_body_mb <= 1024 * 1024),
+        ("--max-connections", args.max_connections, args.max_connections >= 1),
+        ("--request-timeout", args.request_timeout, 0 < args.request_timeout < 1e6),
+    ):
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise ConfigError(f"serve: {flag} must be above 0; got {value}", field=flag[2:])
+    return Limits(
+        max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)),
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
+    )
 
 
 def run(args) -> int:
@@ -47,8 +86,10 @@ def run(args) -> int:
 
     api_key = args.api_key or os.environ.get("STUDIO_API_KEY") or None
     check_host(args.host, api_key)
+    bounds = limits(args)  # checked before the model loads, like the host
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    app = App(load(args), api_key=api_key, model_id=args.model_name).bind(args.host, args.port)
+    app = App(load(args), api_key=api_key, model_id=args.model_name, limits=bounds)
+    app.bind(args.host, args.port)
     print(
         f"  e.g. OpenAI(base_url={app.url!r}, api_key={'KEY' if api_key else repr('unused')})",
         file=sys.stderr,

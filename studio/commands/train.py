@@ -117,7 +117,7 @@ def build_config(args):
         if value is not None:
             cfg = _set(cfg, key, value)
     if getattr(args, "gpus", None) is not None:
-        from studio.commands.launch import check_gpus, gpu_count
+        from studio.core.launch import check_gpus, gpu_count
 
         if args.gpus < 1:
             raise ConfigError(
@@ -300,7 +300,7 @@ def _watch_stop_file(run_dir: str, cancel, ended: threading.Event) -> None:
 
 
 def run(args) -> int:
-    from studio.commands.launch import launch, worker_rank
+    from studio.core.launch import launch, worker_rank
     from studio.core.train import CancelToken, run_training
 
     quiet_library_noise()
@@ -350,8 +350,8 @@ def run_rank(args, cfg, rank: int) -> int:
     and they stop at the same step); torchrun's SIGTERM, sent when another rank failed,
     ends this one at once. Exit 0 when done or stopped (the launcher reads which from
     events.jsonl), 1 when training failed, 2 on bad input."""
-    from studio.commands.launch import record_rank_error
     from studio.core.errors import StudioError
+    from studio.core.launch import record_rank_error
     from studio.core.train import CancelToken, run_training
 
     cancel = CancelToken()

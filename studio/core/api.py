@@ -85,7 +85,17 @@ class Trainer:
             if event.type == "step":
                 losses.append(event.loss)
 
-        last = run_training(cfg, resume=resume, on_event=collect)
+        if cfg.train.processes > 1:  # torchrun ranks in child processes; rank 0 writes the run
+            from studio.core.events import read_events
+            from studio.core.launch import launch
+
+            launch(cfg, resume=resume, quiet=True)
+            events = read_events(Path(cfg.output) / "events.jsonl")
+            last = events[-1] if events else None
+            by_step = {e.step: e.loss for e in events if e.type == "step"}
+            losses = [by_step[s] for s in sorted(by_step)]
+        else:
+            last = run_training(cfg, resume=resume, on_event=collect)
         metrics: dict[str, Any] = {"losses": losses, "steps": getattr(last, "step", 0)}
         if last is None or last.type == "error":
             message = getattr(last, "message", "training produced no events")

@@ -169,7 +169,9 @@ def launch(cfg, *, resume: bool, quiet: bool) -> int:
         else:
             _kill_group(proc.pid, signal.SIGTERM)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # (the API may run in a thread)
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = proc.wait()
     finally:
