@@ -192,7 +192,9 @@ def test_the_gpu_check_suggests_the_count_there_is():
 def test_root_cause_prefers_a_signal_death_over_the_survivors_errors(tmp_path):
     from studio.core.launch import root_cause
 
-    (tmp_path / "rank-0.txt").write_text("training failed at step 9: Connection reset by peer")
+    (tmp_path / "rank-0.json").write_text(
+        json.dumps({"message": "training failed at step 9: Connection reset by peer"})
+    )
     output = "Failures:\n[1]:\n  rank      : 0 (local_rank: 0)\n  exitcode  : 1 (pid: 10)\n" \
              "Root Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n" \
              "  exitcode  : -9 (pid: 11)\n"  # fmt: skip
@@ -200,3 +202,14 @@ def test_root_cause_prefers_a_signal_death_over_the_survivors_errors(tmp_path):
     assert cause.rank == 1 and "SIGKILL" in cause.text
     cause = root_cause(tmp_path, "exitcode : 1")
     assert cause.rank == 0 and "Connection reset" in cause.text
+
+
+def test_bad_input_with_two_processes_is_exit_2_and_leaves_no_run(tiny_model, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"messages": []}\n')
+    out = studio_train("--model", str(tiny_model), "--data", str(empty), "--nproc", "2",
+                       "--output", str(tmp_path / "r"), "--quiet")  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error: data.path:" in out.stderr and "has no valid record" in out.stderr
+    assert "rank 1" not in out.stderr  # one account of the problem, not one per rank
+    assert not (tmp_path / "r").exists()

@@ -126,6 +126,12 @@ def build_config(args):
         check_gpus(args.gpus, gpu_count())
         cfg = _set(cfg, "train.processes", args.gpus)
         cfg = _set(cfg, "model.device", "cuda")
+    if cfg.train.processes > 1 and cfg.model.device in ("auto", "cuda"):
+        from studio.core.launch import check_gpus, gpu_count
+
+        have = gpu_count()
+        if have or cfg.model.device == "cuda":  # one process a GPU (auto without GPUs: CPU ranks)
+            check_gpus(cfg.train.processes, have, "--nproc")
     if not cfg.output:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = _set(cfg, "output", str(Path("runs") / f"{'demo' if args.demo else 'run'}-{stamp}"))
@@ -361,7 +367,7 @@ def run_rank(args, cfg, rank: int) -> int:
     try:
         last = run_training(cfg, resume=args.resume, cancel=cancel, on_event=progress)
     except StudioError as e:
-        record_rank_error(e.message)
+        record_rank_error(e.message, "input")
         raise
     except BaseException as e:
         record_rank_error(f"{type(e).__name__}: {e}")

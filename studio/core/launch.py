@@ -12,6 +12,7 @@ failed and why in events.jsonl, and that the last checkpoint can be resumed.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RANK_DIR = ".ranks"
-"""RUN/.ranks/rank-N.txt: a rank's own account of why it failed (written by the rank)."""
+"""RUN/.ranks/rank-N.json: a rank's own account of why it failed (written by the rank):
+{"message": ..., "kind": "input" for bad input (every rank finds the same), else "error"}."""
 
 
 def gpu_count() -> int:
@@ -35,20 +37,20 @@ def gpu_count() -> int:
         return 0
 
 
-def check_gpus(wanted: int, have: int) -> None:
+def check_gpus(wanted: int, have: int, flag: str = "--gpus") -> None:
     """`--gpus N` on a machine with fewer: one line, exit 2, and the count that would work."""
     from studio.core.errors import ConfigError
 
     if wanted <= have:
         return
     if have == 0:
-        hint = "leave out --gpus to train on the CPU (or --nproc 2 for two CPU processes)"
+        hint = f"leave out {flag} to train on the CPU (or --nproc 2 for two CPU processes)"
     elif have == 1:
-        hint = "use --gpus 1 (or leave it out)"
+        hint = f"use {flag} 1 (or leave it out)"
     else:
-        hint = f"use --gpus {have}"
+        hint = f"use {flag} {have}"
     raise ConfigError(
-        f"--gpus {wanted}: this machine has {have or 'no'} CUDA GPU{'s' if have != 1 else ''}; {hint}",
+        f"{flag} {wanted}: this machine has {have or 'no'} CUDA GPU{'s' if have != 1 else ''}; {hint}",
         field="train.processes",
     )
 
@@ -60,7 +62,7 @@ def worker_rank() -> int | None:
     return None
 
 
-def record_rank_error(message: str) -> None:
+def record_rank_error(message: str, kind: str = "error") -> None:
     """A rank's own account of its failure, for the launcher to report (see RANK_DIR)."""
     folder = os.environ.get("STUDIO_RANK_DIR")
     rank = worker_rank()
@@ -68,7 +70,8 @@ def record_rank_error(message: str) -> None:
         return
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"rank-{rank}.txt").write_text(message, encoding="utf-8")
+        data = json.dumps({"message": message, "kind": kind})
+        (Path(folder) / f"rank-{rank}.json").write_text(data, encoding="utf-8")
     except OSError:
         pass
 
@@ -77,6 +80,9 @@ def record_rank_error(message: str) -> None:
 class Cause:
     rank: int | None
     text: str
+    message: str = ""  # the rank's own words, when it wrote any
+    signalled: bool = False
+    kind: str = "error"
 
 
 _FAILURE = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
@@ -106,11 +112,18 @@ def root_cause(rank_dir: Path, output: str) -> Cause | None:
         text = f"training process rank {rank} was killed by {name}"
         if name == "SIGKILL":
             text += " (out of memory, or killed by hand)"
-        return Cause(rank, text)
-    files = sorted(rank_dir.glob("rank-*.txt"), key=lambda p: p.stat().st_mtime)
+        return Cause(rank, text, signalled=True)
+    files = sorted(rank_dir.glob("rank-*.json"), key=lambda p: p.stat().st_mtime)
     if files:
         rank = int(files[0].stem.split("-")[1])
-        return Cause(rank, f"training process rank {rank}: {files[0].read_text(encoding='utf-8')}")
+        try:
+            said = json.loads(files[0].read_text(encoding="utf-8"))
+            message, kind = str(said["message"]), str(said.get("kind", "error"))
+        except (OSError, ValueError, KeyError, TypeError):
+            message, kind = "failed without a readable account", "error"
+        if kind == "input":  # the input is bad for every rank alike: no rank to name
+            return Cause(rank, message, message, kind="input")
+        return Cause(rank, f"training process rank {rank}: {message}", message)
     lines = [ln for ln in output.splitlines() if ln.strip()]
     return Cause(None, lines[-1].strip() if lines else "the training processes ended unexpectedly")
 
@@ -139,6 +152,7 @@ def launch(cfg, *, resume: bool, quiet: bool) -> int:
     from studio.core.events import EventLog, Failed, read_events
 
     run_dir = Path(cfg.output)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume or not (run_dir / "run.yaml").exists():
         cfg.save(run_dir / "run.yaml")
@@ -194,15 +208,22 @@ def launch(cfg, *, resume: bool, quiet: bool) -> int:
             )
             steps = [e.step for e in events if e.type == "step"]
             last = Failed(
-                message=f"{cause.text}; the run stopped{resume_hint}",
+                message=cause.text
+                if cause.kind == "input"
+                else f"{cause.text}; the run stopped{resume_hint}",
                 step=(steps[-1] + 1) if steps else 0,
-                kind="error",
+                kind=cause.kind,
             )
             log = EventLog(run_dir / "events.jsonl")
             log.write(last)
             log.close()
-            print(f"error: {last.message}", file=sys.stderr)
+        if last is not None and last.type == "error":
+            print(f"error: {last.message}", file=sys.stderr)  # once, whatever the ranks said
     shutil.rmtree(rank_dir, ignore_errors=True)
+    if created and exit_code(last) == 2 and not any(e.type == "start" for e in events):
+        shutil.rmtree(
+            run_dir, ignore_errors=True
+        )  # bad input: no run to keep (as with one process)
     return exit_code(last)
 
 
