@@ -16,21 +16,11 @@ from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, T
 from studio.core.errors import ConfigError
 from studio.core.events import read_events
 from studio.core.train import run_training, train
+from tests.test_train import write_data
 
 pytestmark = pytest.mark.slow
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")  # two ranks on two cores
-
-
-def write_data(path: Path, n: int = 24) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            msgs = [
-                {"role": "user", "content": f"What is {i} plus {i}?"},
-                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}." + " ok" * (i % 5)},
-            ]
-            f.write(json.dumps({"messages": msgs}) + "\n")
-    return path
 
 
 def config(model, data, out, **train) -> RunConfig:
