@@ -428,5 +428,5 @@ def test_the_page_shows_the_processes_and_the_latest_parameter_groups(page, tmp_
     ]
     page._events_read(items)
     text = page.details.text().splitlines()
-    assert text == [items[3]["message"], items[0]["message"]]
+    assert text == [items[0]["message"], items[3]["message"]]
     assert not page.details.isHidden()

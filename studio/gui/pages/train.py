@@ -318,7 +318,7 @@ class TrainPage(QWidget):
         if self._replaying:
             self.status.setText(f"Reading the run: step {s.step}{total}…")
 
-    DETAILS = ("parameter groups", "training processes")
+    DETAILS = ("training processes", "parameter groups")
 
     def _note_detail(self, message: str) -> None:
         """Keep the latest line on processes and on parameter groups under the progress bar."""
