@@ -4,6 +4,7 @@ Run on its own (not collected by pytest), on a quiet machine (check `uptime` fir
 
     python tests/benchmarks/bench_optim.py           # the full benchmark (~10 minutes, 2 CPU cores)
     python tests/benchmarks/bench_optim.py --quick   # a reduced size to check that it works
+    python tests/benchmarks/bench_optim.py --only processes --lr 5e-3   # compression where learning is fast
 
 Setting: a 5.2M-parameter Llama-style model (studio.core.tiny.build_model: hidden 256, 4
 layers, intermediate 688, vocabulary trained on the data), generated instruction
@@ -58,11 +59,14 @@ def setup(work: Path, n_train: int, n_val: int, seq_len: int) -> dict:
     return {"model": str(model), "train": str(paths["train"]), "val": str(paths["val"])}
 
 
+LR = "1e-3"
+
+
 def train(d: dict, out: Path, steps: int, *flags: str, procs: int = 1, env_extra=None) -> dict:
     cmd = [sys.executable, "-m", "studio", "train", "--model", d["model"], "--data", d["train"],
            "--eval-data", d["val"], "--output", str(out), "--max-steps", str(steps),
            "--batch-size", str(4 // procs), "--seq-len", "256", "--lora-rank", "16",
-           "--lora-alpha", "32", "--lr", "1e-3", "--seed", "42", "--save-every", str(steps),
+           "--lora-alpha", "32", "--lr", LR, "--seed", "42", "--save-every", str(steps),
            "--quiet", "--nproc", str(procs), *flags]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(1 if procs > 1 else 2), **(env_extra or {}))
     r = run_child(cmd, env)
@@ -108,53 +112,68 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a reduced size to check that it works")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--lr", default="1e-3", help="peak learning rate of every run")
+    ap.add_argument(
+        "--only",
+        choices=("optimizers", "processes"),
+        default=None,
+        help="run only part 1-2 (optimizers) or part 3 (processes)",
+    )
     args = ap.parse_args()
+    global LR
+    LR = args.lr
     steps = args.steps or (30 if args.quick else 200)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         d = setup(work, 60 if args.quick else 400, 10 if args.quick else 40, 256)
-        print(f"{steps} steps a run, global batch 4 rows of up to 256 tokens\n")
+        print(f"{steps} steps a run at lr {LR}, global batch 4 rows of up to 256 tokens\n")
+        if args.only != "processes":
+            optimizers(d, work, steps)
+        if args.only != "optimizers":
+            processes(d, work, steps)
 
-        print("1. one process")
-        print(
-            f"{'optimizer':<22}{'eval loss':>10}{'train (last 10)':>17}{'wall s':>9}{'others':>8}"
-        )
-        one = {
-            "adamw": (),
-            "adamw_8bit": ("--optimizer", "adamw_8bit"),
-            "LoRA+ (ratio 16)": ("--loraplus-ratio", "16"),
-            "sensitivity tiers": ("--param-groups", "sensitivity"),
-        }
-        for name, flags in one.items():
-            r = train(d, work / name.split()[0], steps, *flags)
-            print(f"{name:<22}{fmt(r['eval'], '.4f'):>10}{fmt(r['train10'], '.4f'):>17}"
-                  f"{fmt(r['wall_s']):>9}{fmt(r['others'], '.2f'):>8}", flush=True)  # fmt: skip
 
-        s = state_sizes(d)
-        print(f"\n2. optimizer state for {s['lora_params']:,} LoRA parameters")
-        print(f"adamw {s['adamw']:,} bytes; adamw_8bit {s['adamw_8bit']:,} bytes "
-              f"({s['adamw_8bit'] / s['adamw']:.2f}x)")  # fmt: skip
+def optimizers(d: dict, work: Path, steps: int) -> None:
+    print("1. one process")
+    print(f"{'optimizer':<22}{'eval loss':>10}{'train (last 10)':>17}{'wall s':>9}{'others':>8}")
+    one = {
+        "adamw": (),
+        "adamw_8bit": ("--optimizer", "adamw_8bit"),
+        "LoRA+ (ratio 16)": ("--loraplus-ratio", "16"),
+        "sensitivity tiers": ("--param-groups", "sensitivity"),
+    }
+    for name, flags in one.items():
+        r = train(d, work / name.split()[0], steps, *flags)
+        print(f"{name:<22}{fmt(r['eval'], '.4f'):>10}{fmt(r['train10'], '.4f'):>17}"
+              f"{fmt(r['wall_s']):>9}{fmt(r['others'], '.2f'):>8}", flush=True)  # fmt: skip
 
-        print("\n3. two processes (gloo), the same global batch")
-        print(f"{'gradients':<26}{'bytes/step':>12}{'vs fp32':>9}{'eval loss':>11}{'vs fp32':>9}"
-              f"{'wall s':>9}{'others':>8}")  # fmt: skip
-        base = None
-        runs = {
-            "fp32 (none)": ((), None),
-            "fp16": (("--grad-compression", "fp16"), None),
-            "int8": (("--grad-compression", "int8"), None),
-            "int4": (("--grad-compression", "int4"), None),
-            "int4, no error feedback": (("--grad-compression", "int4"), {"STUDIO_NO_ERROR_FEEDBACK": "1"}),
-        }  # fmt: skip
-        for name, (flags, env) in runs.items():
-            r = train(d, work / ("p2-" + name.split()[0] + ("-noef" if env else "")), steps,
-                      *flags, procs=2, env_extra=env)  # fmt: skip
-            base = base or r
-            ratio = r["sent"] / r["raw"] if r["sent"] else None
-            diff = (r["eval"] / base["eval"] - 1) * 100 if r["eval"] else None
-            print(f"{name:<26}{r['sent'] or 0:>12,}{fmt(ratio, '.3f'):>9}{fmt(r['eval'], '.4f'):>11}"
-                  f"{fmt(diff, '+.2f') + '%':>9}{fmt(r['wall_s']):>9}{fmt(r['others'], '.2f'):>8}",
-                  flush=True)  # fmt: skip
+    s = state_sizes(d)
+    print(f"\n2. optimizer state for {s['lora_params']:,} LoRA parameters")
+    print(f"adamw {s['adamw']:,} bytes; adamw_8bit {s['adamw_8bit']:,} bytes "
+          f"({s['adamw_8bit'] / s['adamw']:.2f}x)")  # fmt: skip
+
+
+def processes(d: dict, work: Path, steps: int) -> None:
+    print("\n3. two processes (gloo), the same global batch")
+    print(f"{'gradients':<26}{'bytes/step':>12}{'vs fp32':>9}{'eval loss':>11}{'vs fp32':>9}"
+          f"{'wall s':>9}{'others':>8}")  # fmt: skip
+    base = None
+    runs = {
+        "fp32 (none)": ((), None),
+        "fp16": (("--grad-compression", "fp16"), None),
+        "int8": (("--grad-compression", "int8"), None),
+        "int4": (("--grad-compression", "int4"), None),
+        "int4, no error feedback": (("--grad-compression", "int4"), {"STUDIO_NO_ERROR_FEEDBACK": "1"}),
+    }  # fmt: skip
+    for name, (flags, env) in runs.items():
+        r = train(d, work / ("p2-" + name.split()[0] + ("-noef" if env else "")), steps,
+                  *flags, procs=2, env_extra=env)  # fmt: skip
+        base = base or r
+        ratio = r["sent"] / r["raw"] if r["sent"] else None
+        diff = (r["eval"] / base["eval"] - 1) * 100 if r["eval"] else None
+        print(f"{name:<26}{r['sent'] or 0:>12,}{fmt(ratio, '.3f'):>9}{fmt(r['eval'], '.4f'):>11}"
+              f"{fmt(diff, '+.3f') + '%':>9}{fmt(r['wall_s']):>9}{fmt(r['others'], '.2f'):>8}",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
