@@ -460,3 +460,13 @@ def test_a_validation_loss_that_overflows_is_said(tiny_model, data, tmp_path, mo
     assert events[-1].type == "done"  # training itself went on
     assert any(e.type == "log" and e.level == "warning" and "validation loss is nan" in e.message
                for e in events)  # fmt: skip
+
+
+def test_resume_refuses_a_checkpoint_of_another_lora_layout(tiny_model, data, tmp_path):
+    from studio.core.errors import ModelError
+
+    cfg = config(tiny_model, data, tmp_path / "run", max_steps=2, save_every=2)
+    assert run_training(cfg).type == "done"
+    cfg.lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1)  # not the rank it was saved with
+    with pytest.raises(ModelError, match="step-000002"):
+        next(iter(train(cfg, resume=True)))

@@ -8,6 +8,7 @@ naming the field (as the user would spell it in run.yaml, e.g. `lora.r`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -337,6 +338,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(
+                "config: must be a mapping with model, lora, data and train sections",
+                field="config",
+            )
         sections = {
             "model": ModelConfig,
             "lora": LoraConfig,
@@ -348,7 +354,7 @@ class RunConfig:
             if key in sections:
                 kwargs[key] = _build(sections[key], value or {}, key)
             elif key == "output":
-                kwargs["output"] = str(value or "")
+                kwargs["output"] = _coerce(value, str, "output")
             else:
                 raise ConfigError(
                     f"{key}: unknown section in the config (expected model, lora, data, train, output)",
@@ -359,14 +365,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(
-                f"config: cannot read {p}: {e.strerror or e}", field="config"
-            ) from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config: {p} is not valid YAML: {e}", field="config") from None
+        data = read_yaml(p, ConfigError, field="config")
         if not isinstance(data, dict):
             raise ConfigError(
                 f"config: {p} must hold a mapping with model, lora, data and train sections",
@@ -375,11 +374,42 @@ class RunConfig:
         return cls.from_dict(data)
 
 
+MAX_YAML_BYTES = 1024 * 1024
+"""Largest run.yaml / project.yaml read (a real one is about 2 KB)."""
+
+
+def read_yaml(path: Path, error: type = ConfigError, field: str = "config") -> Any:
+    """The YAML document in `path`, or `error` saying why it cannot be read.
+
+    Files from anywhere: not UTF-8, nested deeper than the parser's stack, or huge (an alias
+    "bomb" is harmless here: nothing below copies values it has not type-checked).
+    """
+
+    def fail(why: str):
+        return error(f"{field}: {path} {why}", field=field)
+
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise fail(f"is larger than {MAX_YAML_BYTES // 1024} KB; it is not a settings file")
+        text = path.read_bytes().decode("utf-8-sig")
+        return yaml.safe_load(text)
+    except OSError as e:
+        raise error(f"{field}: cannot read {path}: {e.strerror or e}", field=field) from None
+    except UnicodeDecodeError as e:
+        raise fail(
+            f"is not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as e:
+        raise fail(f"is not valid YAML: {e}") from None
+    except RecursionError:
+        raise fail("is nested too deeply to be a settings file") from None
+
+
 def _build(cls, values: dict[str, Any], section: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{section}: must be a mapping of settings", field=section)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = [k for k in values if k not in names]
     if unknown:
         raise ConfigError(
             f"{section}.{unknown[0]}: unknown setting (known: {', '.join(sorted(names))})",
@@ -394,16 +424,22 @@ def _build(cls, values: dict[str, Any], section: str):
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """A YAML value as the field's type: YAML reads 2e-4 as a string, 10.0 as a float."""
+    """A YAML value as the field's type: YAML reads 2e-4 as a string, 10.0 as a float.
+
+    A value of another type is a ConfigError here, so every loaded field has its declared type.
+    """
     if kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value) if abs(value) < 1e308 else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{name}: must be a number; got {value!r}", field=name)
+        if number is not None and math.isfinite(number):
+            return number
+        raise ConfigError(f"{name}: must be a number; got {_shown(value)}", field=name)
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -411,14 +447,42 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
             return int(value)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-        raise ConfigError(f"{name}: must be a whole number; got {value!r}", field=name)
+        raise ConfigError(f"{name}: must be a whole number; got {_shown(value)}", field=name)
     if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
             return value.lower() in ("true", "yes")
-        raise ConfigError(f"{name}: must be true or false; got {value!r}", field=name)
+        raise ConfigError(f"{name}: must be true or false; got {_shown(value)}", field=name)
+    if kind is str:
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # a folder named 2024 reads as a number in YAML
+        raise ConfigError(f"{name}: must be text; got {_shown(value)}", field=name)
+    if kind == str | list[str]:  # lora.target_modules
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        return _coerce(value, str, name)
+    if kind == dict[str, str] | None:  # data.columns
+        if value is None:
+            return None
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool)
+            for k, v in value.items()
+        ):
+            return {k: str(v) for k, v in value.items()}
+        raise ConfigError(
+            f"{name}: must be a mapping of role to column name; got {_shown(value)}", field=name
+        )
     return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def flat_settings(cfg: RunConfig) -> dict[str, Any]:

@@ -72,16 +72,18 @@ def find_adapter(path: str | Path) -> AdapterInfo:
         except StudioError:
             run_dir = None  # a broken run.yaml: fall back to what the adapter says
     if not base:
-        try:
-            base = (
-                json.loads((p / "adapter_config.json").read_text(encoding="utf-8")).get(
-                    "base_model_name_or_path"
-                )
-                or ""
-            )
-        except (OSError, ValueError):
-            base = ""
+        base = _named_base(p / "adapter_config.json")
     return AdapterInfo(p, run_dir, base, template)
+
+
+def _named_base(config_file: Path) -> str:
+    """The base model adapter_config.json names, or "" (unreadable, not an object, no name)."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return ""
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return base if isinstance(base, str) else ""
 
 
 def chat_template(tokenizer, run_template: str = "") -> ChatTemplate:
@@ -311,6 +313,7 @@ def load_chat_model(
     `share_with` (another loaded ChatModel) on the same base model and settings, the base's
     weights are not loaded again: both answer from one copy, each with its own adapter.
     """
+    from studio.core.lora import check_adapter_fits
     from studio.core.models import context_length, is_local, load_model
 
     report = progress or (lambda done, total: None)
@@ -348,7 +351,9 @@ def load_chat_model(
     report(1, 3)
     adapter_name = ""
     if info is not None:
-        _check_fit(shared.net, info.folder)
+        # From the file's header, before anything is injected: a misfit never leaves half an
+        # adapter in weights that another chat model is using.
+        check_adapter_fits(shared.net, info.folder)
         with shared.lock:
             adapter_name = shared.add_adapter(info.folder)
     report(2, 3)
@@ -378,36 +383,3 @@ def load_chat_model(
     )
     report(3, 3)
     return chat
-
-
-def _check_fit(net, folder: Path) -> None:
-    """Refuse an adapter whose layers are not in this model or have other sizes.
-
-    Checked from the adapter file's header before anything is injected, so a misfit never
-    leaves half an adapter in weights that another chat model is using.
-    """
-    from safetensors import safe_open
-
-    path = folder / "adapter_model.safetensors"
-    if not path.is_file():
-        return  # a .bin adapter: peft itself reports a misfit
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
-    except Exception as e:
-        raise ModelError(f"adapter: {path} cannot be read ({e})", field="adapter") from None
-    modules = dict(net.named_modules())
-    for k, shape in shapes.items():
-        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
-            if not k.endswith(part):
-                continue
-            name = k[: -len(part)].removeprefix("base_model.model.")
-            layer = modules.get(name)
-            size = getattr(layer, "in_features" if dim == 1 else "out_features", None)
-            if layer is None or (size is not None and size != shape[dim]):
-                why = "is not in this model" if layer is None else "has another size"
-                raise ModelError(
-                    f"adapter: {folder} does not fit this base model (its layer {name} {why}). "
-                    "Was it trained on another model?",
-                    field="adapter",
-                )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from studio.core.config import RunConfig
 from studio.core.errors import ModelError
+from studio.core.model_size import check_structure, config_sizes
 from studio.core.models import linear_layers
 
 GB = 1024**3
@@ -75,10 +76,12 @@ class CachedModel:
 
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in `path`, or {} when there is none (missing, damaged, not an object)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def resolve_model_dir(path_or_id: str, *, allow_network: bool = False) -> Path:
@@ -185,43 +188,49 @@ def read_model_info(
     folder = resolve_model_dir(path_or_id, allow_network=allow_network)
     cfg = _read_json(folder / "config.json")
     if not cfg:
-        raise ModelError(f"{folder / 'config.json'} is not valid JSON.")
-    text_cfg = cfg.get("text_config") or cfg  # multimodal configs nest the language model
+        raise ModelError(f"{folder / 'config.json'} is not valid JSON (or not a JSON object).")
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     has_template = bool(
         tok_cfg.get("chat_template")
         or (folder / "chat_template.jinja").is_file()
         or (folder / "chat_template.json").is_file()
     )
-    archs = cfg.get("architectures") or []
+    sizes = config_sizes(cfg, str(folder / "config.json"))
+    archs = cfg.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else ""
+    model_type = cfg.get("model_type")
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype")
     info = ModelInfo(
         path=str(folder),
         name=path_or_id if not Path(path_or_id).expanduser().is_dir() else folder.name,
         source=path_or_id if not Path(path_or_id).expanduser().is_dir() else str(folder),
-        architecture=archs[0] if archs else "",
-        model_type=str(cfg.get("model_type") or ""),
-        hidden_size=int(
-            text_cfg.get("hidden_size") or text_cfg.get("n_embd") or text_cfg.get("d_model") or 0
-        ),
-        num_layers=int(text_cfg.get("num_hidden_layers") or text_cfg.get("n_layer") or 0),
-        num_heads=int(text_cfg.get("num_attention_heads") or text_cfg.get("n_head") or 0),
-        intermediate_size=int(text_cfg.get("intermediate_size") or 0),
-        vocab_size=int(text_cfg.get("vocab_size") or 0),
-        context_length=int(
-            text_cfg.get("max_position_embeddings")
-            or text_cfg.get("n_positions")
-            or text_cfg.get("max_seq_len")
-            or 0
-        ),
+        architecture=arch,
+        model_type=model_type if isinstance(model_type, str) else "",
+        hidden_size=sizes.hidden,
+        num_layers=sizes.layers,
+        num_heads=sizes.heads,
+        intermediate_size=sizes.intermediate,
+        vocab_size=sizes.vocab,
+        context_length=sizes.context,
         chat_template=has_template,
-        dtype=str(cfg.get("dtype") or cfg.get("torch_dtype") or ""),
+        dtype=dtype if isinstance(dtype, str) else "",
     )
     if not info.intermediate_size and info.hidden_size:
         info.intermediate_size = 4 * info.hidden_size
     try:
         info.num_params, info.weights_bytes_on_disk = _count_safetensors(folder)
-    except (OSError, ValueError, KeyError, struct.error) as e:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+        struct.error,
+    ) as e:
         info.notes.append(f"Could not read the safetensors headers: {e}")
+    # Building the structure costs a Python object per module: refuse absurd counts first.
+    check_structure(sizes, str(folder / "config.json"))
     try:
         info.linear_layers, meta_count = _linear_layers_on_meta(folder, trust_remote_code)
         if meta_count and not (info.num_params and _quantized(cfg)):
@@ -235,7 +244,7 @@ def read_model_info(
         info.notes.append(
             "No safetensors weights found; the parameter count is estimated from the config."
         )
-        info.num_params = _params_from_config(info)
+        info.num_params = sizes.params
     if not has_template:
         info.notes.append(
             "No chat template of its own: conversations need a built-in one (data.template: "
@@ -253,11 +262,6 @@ def _guess_linear_layers(info: ModelInfo) -> list[tuple[str, int, int]]:
     per_layer = [("q_proj", h, h), ("k_proj", h, h), ("v_proj", h, h), ("o_proj", h, h),
                  ("gate_proj", h, i), ("up_proj", h, i), ("down_proj", i, h)]  # fmt: skip
     return per_layer * info.num_layers
-
-
-def _params_from_config(info: ModelInfo) -> int:
-    per_layer = sum(a * b for _, a, b in _guess_linear_layers(info)[:7])
-    return per_layer * info.num_layers + 2 * info.vocab_size * info.hidden_size
 
 
 def list_cached_models() -> list[CachedModel]:

@@ -69,15 +69,26 @@ def check_local_folder(path: str, allow_pickle: bool = False) -> Path:
 def read_config(path: str) -> dict:
     p = Path(path).expanduser() / "config.json"
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        config = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelError(f"model.path: cannot read {p}: {e}", field="model.path") from None
+    except RecursionError:
+        raise ModelError(
+            f"model.path: {p} is nested too deeply to be a model config", field="model.path"
+        ) from None
+    if not isinstance(config, dict):
+        raise ModelError(
+            f"model.path: {p} must hold a JSON object, not {type(config).__name__}",
+            field="model.path",
+        )
+    return config
 
 
 def context_length(config: dict) -> int | None:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(config.get(key), int):
-            return config[key]
+        value = config.get(key)
+        if type(value) is int and value > 0:
+            return value
     text = config.get("text_config")
     return context_length(text) if isinstance(text, dict) else None
 
@@ -201,6 +212,14 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
         path = str(check_local_folder(path, cfg.allow_pickle))
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    if is_local(path):
+        # From the config alone, before anything is built: a stranger's config.json can ask
+        # for terabytes (vocab_size 10^10) or ten million layers.
+        from studio.core.model_size import check_model_size
+
+        check_model_size(
+            read_config(path), device, dtype, cfg.quant, where=str(Path(path) / "config.json")
+        )
     tokenizer = load_tokenizer(path, cfg.trust_remote_code) if with_tokenizer else None
     kwargs = dict(_hub_kwargs(cfg), dtype=dtype)
     if not cfg.allow_pickle:

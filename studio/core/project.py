@@ -10,6 +10,7 @@ A run folder written by the CLI anywhere on disk opens too (`open_run`). No Qt h
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from studio.core import paths, runs
-from studio.core.config import FLAGS, RunConfig, flat_settings
+from studio.core.config import FLAGS, RunConfig, flat_settings, read_yaml
 from studio.core.errors import ConfigError, StudioError
 from studio.core.presets import (  # noqa: F401 - re-exported
     DEFAULT_PRESET,
@@ -168,20 +169,34 @@ def open_project(folder: str | Path) -> Project:
         if (folder / "runs").is_dir():
             return Project(folder=folder, name=folder.name)
         raise StudioError(f"{folder} is not a Studio project (no {PROJECT_FILE} in it).")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise StudioError(f"Cannot read {file}: {e}") from None
+    data = read_yaml(file, StudioError, field="project") or {}
     if not isinstance(data, dict):
         raise StudioError(f"{file} must hold a mapping (name, dataset, model, settings).")
+    # A hand-edited value of the wrong type falls back to its default, as settings that no
+    # longer validate do (Project.config): the project still opens.
+    settings = data.get("settings")
     return Project(
         folder=folder,
-        name=str(data.get("name") or folder.name),
-        dataset=str(data.get("dataset") or ""),
-        model=str(data.get("model") or ""),
-        settings=data.get("settings") or {},
-        created=float(data.get("created") or 0.0),
+        name=_text(data.get("name")) or folder.name,
+        dataset=_text(data.get("dataset")),
+        model=_text(data.get("model")),
+        settings=settings if isinstance(settings, dict) else {},
+        created=_seconds(data.get("created")),
     )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def demo_project(parent: str | Path | None = None) -> Project:

@@ -244,6 +244,10 @@ def _restore(start_ckpt, model, optim, scaler, world: World, seed: int) -> int:
         # The dropout stream starts the same whatever loading consumed (one per rank).
         torch.manual_seed(seed + world.rank)
         return 0
+    from studio.core.lora import check_adapter_fits
+
+    # A checkpoint from another LoRA layout is refused before its weights go in.
+    check_adapter_fits(model, start_ckpt, resume=True)
     optim.load_state_dict(ckpt.read_extra(start_ckpt))
     state = ckpt.load_training_state(
         start_ckpt, model, optim.optimizer, optim.scheduler, scaler, rank=world.rank

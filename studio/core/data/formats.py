@@ -425,7 +425,7 @@ def _raw_text(raw: str | None, value: Any) -> str:
     else:
         try:
             text = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             text = repr(value)
     return text if len(text) <= 2000 else text[:2000] + "…"
 

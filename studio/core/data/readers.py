@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
+from studio.core.data import limits
+from studio.core.data.json_reader import json_rows
+from studio.core.data.rows import (  # noqa: F401 - BadRow, Source and MAX_RAW are re-exported
+    MAX_RAW,
+    BadRow,
+    Row,
+    Source,
+    bounded_lines,
+    clip,
+    jsonl_rows,
+)
 from studio.core.errors import DataError
 
 Progress = Callable[[int, int], None]
-Row = tuple[int, Any, "str | None"]
-
-MAX_RAW = 2000
-"""Longest raw text kept for a rejected row (the GUI shows it; whole files must not be)."""
 
 JSON_EXTS = {".json"}
 JSONL_EXTS = {".jsonl", ".ndjson"}
@@ -37,9 +40,6 @@ CSV_EXTS = {".csv"}
 TSV_EXTS = {".tsv", ".tab"}
 PARQUET_EXTS = {".parquet", ".pq"}
 TEXT_EXTS = {".txt", ".text", ".md"}
-
-# Keys that make a lone JSON object a record rather than a wrapper around a list of records.
-RECORD_KEYS = ("messages", "conversations", "instruction", "text")
 
 EXPECTED = "expected JSON, JSONL, CSV/TSV, Parquet or plain text"
 _COMPRESSED = {
@@ -49,24 +49,6 @@ _COMPRESSED = {
     b"\xfd7zXZ\x00": "xz",
     b"\x28\xb5\x2f\xfd": "zstd",
 }
-_WS = re.compile(r"[ \t\n\r]*")
-_decoder = json.JSONDecoder()
-
-
-@dataclass
-class BadRow:
-    """A row that could not be parsed at all (for example a malformed JSONL line)."""
-
-    message: str
-
-
-@dataclass
-class Source:
-    kind: str
-    """jsonl, json, csv, tsv, parquet or txt."""
-    rows: Iterator[Row]
-    columns: list[str] | None = None
-    """For tables (CSV/TSV/Parquet): the column names, in file order."""
 
 
 def open_source(path: str | os.PathLike, progress: Progress | None = None) -> Source:
@@ -117,9 +99,24 @@ def _sniff_encoding(head: bytes, name: str) -> str:
             raise DataError(
                 f"{name} is a {kind}-compressed file; decompress it first ({EXPECTED})."
             )
-    if b"\x00" in head:
+    if _looks_binary(head):
         raise DataError(f"{name} looks like a binary file, not text; {EXPECTED}.")
     return "utf-8-sig"
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NUL bytes mean a binary file, unless they are a few stray ones in UTF-8 text: one bad
+    record holding a NUL must not cost the whole file (it is reported at its own line)."""
+    nuls = head.count(b"\x00")
+    if not nuls:
+        return False
+    if nuls * 10 > len(head):
+        return True  # UTF-16 without a BOM, images, archives, databases...
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 3  # a character cut off at the end of the head is fine
+    return False
 
 
 def _read_text(p: Path, encoding: str) -> str:
@@ -132,8 +129,6 @@ def _read_text(p: Path, encoding: str) -> str:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if "\x00" in text[:8192] and encoding != "utf-16":
-        raise DataError(f"{p.name} looks like a binary file, not text; {EXPECTED}.")
     return text
 
 
@@ -142,14 +137,6 @@ def _not_utf8(name: str, byte: int, line: int) -> str:
         f"{name} is not UTF-8 text (undecodable byte 0x{byte:02x} at line {line}); "
         "save it as UTF-8 and try again."
     )
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_RAW else text[:MAX_RAW] + "…"
-
-
-def _bad_json(e: json.JSONDecodeError) -> BadRow:
-    return BadRow(f"malformed JSON: {e.msg} at column {e.colno}")
 
 
 _last_pause = [0.0]
@@ -176,11 +163,13 @@ def _jsonl_stream(p: Path, encoding: str, total: int, progress: Progress | None)
     """Stream a JSONL file line by line: memory stays at one line plus the parsed rows."""
     # newline="\n": split on LF only (CRLF keeps its CR, which JSON treats as whitespace);
     # U+2028 and friends inside strings must not split a record.
+    lim = limits.current()
     with open(p, encoding=encoding, newline="\n") as f:
         buffer = f.buffer
         tick = None if progress is None else (lambda: progress(buffer.tell(), total))
         try:
-            yield from _jsonl_rows(f, tick)
+            # A line over the record limit is never held whole (bounded_lines).
+            yield from jsonl_rows(bounded_lines(f, lim.max_record_chars), lim, tick)
         except UnicodeDecodeError:
             # The stream decodes in chunks, so its error position is vague; decoding the whole
             # file again (only on this failure path) finds the exact line.
@@ -192,23 +181,6 @@ def _jsonl_stream(p: Path, encoding: str, total: int, progress: Progress | None)
         progress(total, total)
 
 
-def _jsonl_rows(lines: Iterable[str], tick: Callable[[], None] | None = None) -> Iterator[Row]:
-    """One row per line (blank lines skipped); `tick()` every 8,192 lines reports progress."""
-    loads = json.loads
-    for line_no, line in enumerate(lines, 1):
-        if tick is not None and not line_no & 8191:
-            tick()
-        try:
-            value = loads(line)
-        except ValueError as e:
-            # Checking blankness only after a failure keeps the common path free of it.
-            if line.isspace() or not line:
-                continue
-            yield line_no, _bad_json(e), _clip(line.rstrip("\r\n"))
-            continue
-        yield line_no, value, line
-
-
 # ---------------------------------------------------------------------------- JSON
 
 
@@ -216,273 +188,14 @@ def _json(p: Path, encoding: str, total: int, progress: Progress | None) -> Sour
     text = _read_text(p, encoding)
     if progress is not None:
         progress(total // 2, total)  # reading is about half the work for a JSON file
-    pos = _WS.match(text).end()
-    first = text[pos : pos + 1]
-    if first == "[":
-        rows, end = _parse_array(text, pos, 1)
-        rows.extend(_trailing(text, end))
-    elif first == "{":
-        rows = _parse_object_file(p.name, text, pos)
-        if rows is None:  # more than one value: JSON Lines saved as .json
-            return Source("jsonl", _done(_jsonl_rows(text.split("\n")), total, progress))
-    else:
-        # Not a JSON document; reading it as JSON Lines reports each bad line with its number.
-        return Source("jsonl", _done(_jsonl_rows(text.split("\n")), total, progress))
-    return Source("json", _done(iter(rows), total, progress))
+    kind, rows = json_rows(p.name, text, limits.current())
+    return Source(kind, _done(rows, total, progress))
 
 
 def _done(rows: Iterator[Row], total: int, progress: Progress | None) -> Iterator[Row]:
     yield from rows
     if progress is not None:
         progress(total, total)
-
-
-def _trailing(text: str, end: int) -> list[Row]:
-    pos = _WS.match(text, end).end()
-    if pos >= len(text):
-        return []
-    line = text.count("\n", 0, pos) + 1
-    return [
-        (
-            line,
-            BadRow("malformed JSON: unexpected text after the end of the list"),
-            _clip(text[pos:]),
-        )
-    ]
-
-
-def _parse_array(text: str, pos: int, line: int, line_pos: int = 0) -> tuple[list[Row], int]:
-    """Parse the JSON array at text[pos] element by element, with each element's start line.
-
-    Newlines are counted incrementally between element starts, so the whole walk is linear.
-    A malformed element becomes a BadRow and parsing resumes at the next element.
-    `line` is the line number at `line_pos`. Returns the rows and the index after the `]`.
-    """
-    raw_decode = _decoder.raw_decode
-    ws = _WS.match
-    count = text.count
-    n = len(text)
-    rows: list[Row] = []
-    pos += 1
-    while True:
-        pos = ws(text, pos).end()
-        if pos >= n:
-            line += count("\n", line_pos, pos)
-            rows.append(
-                (
-                    line,
-                    BadRow("malformed JSON: the file ends before the list is closed with ']'"),
-                    "",
-                )
-            )
-            return rows, n
-        c = text[pos]
-        if c == "]":
-            return rows, pos + 1
-        if c == ",":  # tolerate stray or trailing commas
-            pos += 1
-            continue
-        line += count("\n", line_pos, pos)
-        line_pos = pos
-        try:
-            value, end = raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            resume = _resync(text, pos, e.pos)
-            stop = resume if resume is not None else n
-            rows.append(
-                (line, _bad_json_in(e, text, pos), _clip(text[pos:stop].rstrip(" \t\r\n,")))
-            )
-            if resume is None:
-                return rows, n
-            pos = resume
-            continue
-        rows.append((line, value, None))
-        pos = ws(text, end).end()
-        if pos < n and text[pos] not in ",]{[":
-            # Something that is neither a separator nor a new element: skip to the next one.
-            line += count("\n", line_pos, pos)
-            line_pos = pos
-            resume = _after_comma(text, pos)
-            rows.append(
-                (
-                    line,
-                    BadRow("malformed JSON: expected ',' or ']' after a record"),
-                    _clip(text[pos : pos + 200]),
-                )
-            )
-            if resume is None:
-                return rows, n
-            pos = resume
-
-
-def _bad_json_in(e: json.JSONDecodeError, text: str, start: int) -> BadRow:
-    # e.lineno counts from the top of the file; say where inside the record it went wrong.
-    line_start = text.rfind("\n", 0, e.pos) + 1
-    return BadRow(f"malformed JSON: {e.msg} (line {e.lineno}, column {e.pos - line_start + 1})")
-
-
-_STRUCTURE = re.compile(r'[\\"{}\[\],]')
-
-
-def _resync(text: str, start: int, error_pos: int) -> int | None:
-    """Where the element after a malformed one starts, or None when none can be found.
-
-    Pretty-printed files put each element at the same indentation, which nested values can
-    never share, and that survives any syntax error; compact files are scanned for the comma
-    that closes the element, counting brackets outside strings.
-    """
-    line_start = text.rfind("\n", 0, start) + 1
-    indent = text[line_start:start]
-    if indent.strip(" \t") == "":
-        needle = "\n" + indent + text[start]
-        found = text.find(needle, max(start, error_pos - len(needle)) + 1)
-        if found != -1:
-            return found + 1 + len(indent)
-    return _after_comma(text, start)
-
-
-def _after_comma(text: str, pos: int) -> int | None:
-    """The start of the element after the one at `pos` (past the next comma at depth 0), or
-    the index of the "]" that closes the list; None when the text ends first."""
-    depth = 0
-    in_string = False
-    skip_to = -1
-    for m in _STRUCTURE.finditer(text, pos):
-        i = m.start()
-        if i < skip_to:
-            continue
-        c = text[i]
-        if in_string:
-            if c == "\\":
-                skip_to = i + 2  # the escaped character, even a quote
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth < 0:
-                if c == "]":
-                    return i  # the enclosing list ends here; the caller sees its "]"
-                depth = 0  # a stray "}": skip it
-        elif depth == 0:  # a comma between elements
-            return _WS.match(text, i + 1).end()
-    return None
-
-
-def _parse_object_file(name: str, text: str, pos: int) -> list[Row] | None:
-    """Rows of a file whose top-level value is an object.
-
-    The object is either one record (it has `messages`, `instruction`...) or a wrapper holding
-    exactly one list of records, e.g. {"data": [...]}. Returns None when the file holds more
-    than one JSON value (JSON Lines saved as .json).
-    """
-    try:
-        value, end = _decoder.raw_decode(text, pos)
-    except json.JSONDecodeError:
-        # Broken inside: walk the members so a bad record inside the list loses only itself.
-        if _WRAPPER_START.match(text, pos):
-            # {"data": [ with one compact record a line looks like JSON Lines too; only when
-            # it does not read as one whole wrapper object is it taken for JSON Lines.
-            try:
-                return _walk_wrapper(name, text, pos, whole=True)
-            except DataError:
-                pass
-        if _looks_like_jsonl(text):
-            return None
-        return _walk_wrapper(name, text, pos)
-    if _WS.match(text, end).end() < len(text):
-        return None
-    if any(k in value for k in RECORD_KEYS):
-        return [(text.count("\n", 0, pos) + 1, value, None)]
-    lists = [k for k, v in value.items() if isinstance(v, list)]
-    if len(lists) != 1:
-        raise DataError(_wrong_object(name, value, lists))
-    return _walk_wrapper(name, text, pos)
-
-
-_WRAPPER_START = re.compile(r'\{[ \t\n\r]*"(?:[^"\\]|\\.)*"[ \t\n\r]*:[ \t\n\r]*\[')
-"""The start of an object whose first member is a list: {"data": ["""
-
-
-def _looks_like_jsonl(text: str) -> bool:
-    """True when one of the first few non-blank lines is a whole JSON object on its own."""
-    seen = 0
-    for line in text.split("\n", 50)[:50]:
-        if not line.strip():
-            continue
-        try:
-            if isinstance(json.loads(line), dict):
-                return True
-        except ValueError:
-            pass
-        seen += 1
-        if seen >= 5:
-            break
-    return False
-
-
-def _wrong_object(name: str, value: dict, lists: list[str]) -> str:
-    keys = ", ".join(list(value)[:8]) or "none"
-    if not lists:
-        return (
-            f"{name} holds a JSON object with no list in it (keys: {keys}); expected a list of "
-            'records, or an object holding exactly one list such as {"data": [...]}.'
-        )
-    return (
-        f"{name} holds a JSON object with {len(lists)} lists ({', '.join(lists[:8])}); expected an "
-        'object holding exactly one list of records, such as {"data": [...]}.'
-    )
-
-
-def _walk_wrapper(name: str, text: str, pos: int, whole: bool = False) -> list[Row]:
-    """Walk the members of the object at text[pos], parsing list values element by element.
-
-    With `whole`, raise DataError unless the object is closed and nothing follows it (used to
-    tell a broken wrapper from JSON Lines); without, report what cannot be read as rows.
-    """
-    raw_decode = _decoder.raw_decode
-    ws = _WS.match
-    lists: list[tuple[str, list[Row]]] = []
-    keys: list[str] = []
-    pos = ws(text, pos + 1).end()
-    try:
-        while text[pos] != "}":
-            key, pos = raw_decode(text, pos)
-            pos = ws(text, pos).end()
-            if not isinstance(key, str) or text[pos] != ":":
-                raise ValueError("expected a key and ':'")
-            pos = ws(text, pos + 1).end()
-            keys.append(key)
-            if text[pos] == "[":
-                rows, pos = _parse_array(text, pos, text.count("\n", 0, pos) + 1, pos)
-                lists.append((key, rows))
-                if pos >= len(text):
-                    if whole:
-                        raise ValueError("the list runs to the end of the file")
-                    break  # the list ran to the end of the file; its last row says why
-            else:
-                _, pos = raw_decode(text, pos)
-            pos = ws(text, pos).end()
-            if text[pos] == ",":
-                pos = ws(text, pos + 1).end()
-        else:
-            pos += 1  # past the closing "}"
-            if whole and ws(text, pos).end() < len(text):
-                raise ValueError("more text after the object")
-    except (ValueError, IndexError):
-        line = text.count("\n", 0, min(pos, len(text))) + 1
-        raise DataError(
-            f"{name} is not valid JSON (the error is near line {line}); expected a list of records or one JSON object per line."
-        ) from None
-    if len(lists) != 1:
-        raise DataError(_wrong_object(name, dict.fromkeys(keys), [k for k, _ in lists]))
-    rows = lists[0][1]
-    if pos < len(text):
-        rows.extend(_trailing(text, pos))
-    return rows
 
 
 # ---------------------------------------------------------------------------- tables
@@ -495,8 +208,10 @@ def _table(p: Path, encoding: str, ext: str, total: int, progress: Progress | No
     if delimiter == "," and "," not in header_line:
         # A .csv written with tabs or semicolons (Excel in many locales uses ';').
         delimiter = "\t" if "\t" in header_line else (";" if ";" in header_line else ",")
-    # The default limit (128 KiB a field) is too small for documents in a text column.
-    csv.field_size_limit(2**31 - 1)
+    lim = limits.current()
+    # The csv module's default (128 KiB a field) is too small for documents in a text column;
+    # a field can be as long as a record may be.
+    csv.field_size_limit(lim.max_record_chars)
     # The physical lines, split as the csv module splits them (LF, CR or CRLF, kept), so a row
     # can be shown as it is in the file and reading can restart at any line.
     lines = io.StringIO(text, newline="").readlines()
@@ -513,14 +228,16 @@ def _table(p: Path, encoding: str, ext: str, total: int, progress: Progress | No
     header = [h.strip() for h in header]
     if not any(header):
         raise DataError(f"{p.name} has an empty header row; the first line must name the columns.")
+    if len(header) > lim.max_columns:
+        raise DataError(limits.too_many_columns(p.name, len(header), lim.max_columns))
     kind = "tsv" if delimiter == "\t" else "csv"
-    rows = _table_rows(lines, reader, delimiter, header, progress, total)
+    rows = _table_rows(lines, reader, delimiter, header, progress, total, lim.max_record_chars)
     return Source(kind, rows, columns=header)
 
 
 def _source_text(lines: list[str], start: int, end: int) -> str:
     """Physical lines start..end (1-based, inclusive) as they are in the file."""
-    return _clip("".join(lines[start - 1 : end]).rstrip("\r\n"))
+    return clip("".join(lines[start - 1 : end]).rstrip("\r\n"))
 
 
 def _quotes_broken(lines: list[str], start: int, end: int, delimiter: str) -> bool:
@@ -538,7 +255,13 @@ def _quotes_broken(lines: list[str], start: int, end: int, delimiter: str) -> bo
     return False
 
 
-def _table_rows(lines, reader, delimiter, header, progress, total) -> Iterator[Row]:
+def _csv_error(e: csv.Error, max_chars: int) -> BadRow:
+    if "field larger than field limit" in str(e):
+        return BadRow("malformed CSV: " + limits.too_long(max_chars + 1, max_chars, "field"))
+    return BadRow(f"malformed CSV: {e}")
+
+
+def _table_rows(lines, reader, delimiter, header, progress, total, max_chars) -> Iterator[Row]:
     width = len(header)
     n_lines = len(lines)
     base = 0  # physical lines before the current reader's first line
@@ -550,7 +273,7 @@ def _table_rows(lines, reader, delimiter, header, progress, total) -> Iterator[R
             break
         except csv.Error as e:
             # The reader recovers at the next line; the bad row is reported where it started.
-            yield last + 1, BadRow(f"malformed CSV: {e}"), _source_text(lines, last + 1, last + 1)
+            yield last + 1, _csv_error(e, max_chars), _source_text(lines, last + 1, last + 1)
             if base + reader.line_num == last:
                 break
             last = base + reader.line_num
@@ -577,6 +300,14 @@ def _table_rows(lines, reader, delimiter, header, progress, total) -> Iterator[R
             msg = f"the row has {len(values)} values but the header names {width} columns"
             yield start, BadRow(msg), _source_text(lines, start, last)
             continue
+        size = len(lines[start - 1]) if last == start else sum(map(len, lines[start - 1 : last]))
+        if size > max_chars:
+            yield (
+                start,
+                BadRow(limits.too_long(size, max_chars, "row")),
+                _source_text(lines, start, start),
+            )
+            continue
         yield start, dict(zip(header, values, strict=True)), None
     if progress is not None:
         progress(total, total)
@@ -587,21 +318,36 @@ def _parquet(p: Path, progress: Progress | None) -> Source:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(p)
+        columns = list(pf.schema_arrow.names)
+        groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(f"{p.name} is not a readable Parquet file ({e}); re-export it.") from None
-    columns = list(pf.schema_arrow.names)
-    total_rows = max(1, pf.metadata.num_rows)
+    lim = limits.current()
+    if len(columns) > lim.max_columns:
+        raise DataError(limits.too_many_columns(p.name, len(columns), lim.max_columns))
+    total_rows = max(1, sum(groups))
     total = p.stat().st_size
 
     def rows() -> Iterator[Row]:
         # Parquet has no lines; `line` is the 1-based row number, which is what a viewer shows.
-        line = 0
-        for batch in pf.iter_batches(batch_size=8192):
-            for value in batch.to_pylist():
-                line += 1
-                yield line, value, None
-            if progress is not None:
-                progress(total * line // total_rows, total)
+        first = 0  # rows before the current row group
+        for index, count in enumerate(groups):
+            line = first
+            try:
+                for batch in pf.iter_batches(batch_size=8192, row_groups=[index]):
+                    for value in batch.to_pylist():
+                        line += 1
+                        yield line, value, None
+                    if progress is not None:
+                        progress(total * line // total_rows, total)
+            except Exception as e:  # a damaged row group costs its own rows, not the others'
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                msg = (
+                    f"rows {line + 1}-{first + count} of the Parquet file cannot be read ({why}); "
+                    "re-export the file"
+                )
+                yield line + 1, BadRow(msg), ""
+            first += count
         if progress is not None:
             progress(total, total)
 
@@ -613,6 +359,7 @@ def _parquet(p: Path, progress: Progress | None) -> Source:
 
 def _paragraphs(text: str, total: int, progress: Progress | None) -> Iterator[Row]:
     """One row per paragraph (blank lines separate documents), at its first line."""
+    max_chars = limits.current().max_record_chars
     start = 0
     lines: list[str] = []
     for line_no, line in enumerate(text.split("\n"), 1):
@@ -622,9 +369,16 @@ def _paragraphs(text: str, total: int, progress: Progress | None) -> Iterator[Ro
                 start = line_no
             lines.append(line)
         elif lines:
-            yield start, "\n".join(lines), None
+            yield _paragraph(start, lines, max_chars)
             lines = []
     if lines:
-        yield start, "\n".join(lines), None
+        yield _paragraph(start, lines, max_chars)
     if progress is not None:
         progress(total, total)
+
+
+def _paragraph(start: int, lines: list[str], max_chars: int) -> Row:
+    text = "\n".join(lines)
+    if len(text) > max_chars:
+        return start, BadRow(limits.too_long(len(text), max_chars, "paragraph")), clip(lines[0])
+    return start, text, None

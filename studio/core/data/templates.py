@@ -127,9 +127,24 @@ class TokenizerTemplate(ChatTemplate):
     def _render(self, messages, generation_prompt: bool) -> str:
         if not messages:
             return ""
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
-        )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        except Exception as e:
+            # A template from a stranger's tokenizer_config.json can fail in any way (a
+            # TypeError, endless recursion, a syntax error): each caller reports a TemplateError
+            # for the one conversation (the data import skips the record, chat says why).
+            from jinja2 import TemplateError
+
+            if isinstance(e, TemplateError):
+                raise
+            raise TemplateError(f"the template fails: {type(e).__name__}: {e}") from None
+        if not isinstance(text, str):
+            from jinja2 import TemplateError
+
+            raise TemplateError(f"the template renders {type(text).__name__}, not text")
+        return text
 
     def segments(self, messages):
         out: Segments = []

@@ -67,7 +67,7 @@ def load_merged(
     """Base (quant none, on the CPU) + adapter, merged. Raises ModelError for a misfit."""
     from peft import PeftModel
 
-    from studio.core.infer import _check_fit
+    from studio.core.lora import check_adapter_fits
     from studio.core.models import load_model
 
     cfg = ModelConfig(
@@ -80,7 +80,7 @@ def load_merged(
     )
     loaded = load_model(cfg)
     model = loaded.model
-    _check_fit(model, info.folder)
+    check_adapter_fits(model, info.folder)  # before peft injects anything
     try:
         peft_model = PeftModel.from_pretrained(model, str(info.folder))
     except Exception as e:  # peft raises many types for a misfit; the user needs one sentence

@@ -114,7 +114,12 @@ def streamable(adapter_dir: Path, base_dir: Path, out_dtype: str) -> MergedWeigh
     weights = adapter_dir / "adapter_model.safetensors"
     try:
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict):
+        return None  # peft's path (through the adapter check) says what is wrong with it
+    r, alpha = config.get("r", 8), config.get("lora_alpha", 8)
+    if type(r) is not int or r < 1 or type(alpha) not in (int, float) or alpha != alpha:
         return None
     plain = (
         config.get("peft_type", "LORA") == "LORA"
@@ -129,7 +134,7 @@ def streamable(adapter_dir: Path, base_dir: Path, out_dtype: str) -> MergedWeigh
     entries = _base_entries(base_dir) if plain else None
     if entries is None:
         return None
-    r, alpha = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
+    alpha = float(alpha)
     scale = alpha / (r**0.5) if config.get("use_rslora") else alpha / r
     tensors = load_file(str(weights))
     pairs: dict[str, dict] = {}
@@ -144,7 +149,10 @@ def streamable(adapter_dir: Path, base_dir: Path, out_dtype: str) -> MergedWeigh
         if set(ab) != {"A", "B"} or name not in entries:
             return None  # a renamed layout (transformers converts some on load): peft's path
         shape = entries[name][1]["shape"]
-        if len(shape) != 2 or shape != [ab["B"].shape[0], ab["A"].shape[1]]:
+        rank_ok = (
+            ab["A"].dim() == 2 and ab["B"].dim() == 2 and ab["A"].shape[0] == r == ab["B"].shape[1]
+        )
+        if not rank_ok or len(shape) != 2 or shape != [ab["B"].shape[0], ab["A"].shape[1]]:
             return None  # peft's path then reports the misfit in its own words
         deltas[name] = (ab["A"], ab["B"], scale)
     return MergedWeights(base_dir, entries, deltas, out_dtype)
