@@ -227,7 +227,7 @@ def test_stop_cancels_a_running_answer(chat_model):
             {
                 "model": "model",
                 "messages": HELLO,
-                "max_tokens": 100000,
+                "max_tokens": 1000,
                 "temperature": 1,
                 "top_k": 0,
             },
@@ -264,7 +264,7 @@ def test_client_leaving_mid_stream_frees_the_model(chat_model):
         chat_model.stop_ids, saved = set(), chat_model.stop_ids  # a long answer, not ended by EOS
         try:
             body = json.dumps(
-                {"model": "model", "messages": HELLO, "max_tokens": 100000, "stream": True}
+                {"model": "model", "messages": HELLO, "max_tokens": 1000, "stream": True}
             ).encode()
             sock = socket.create_connection(("127.0.0.1", app.port))
             sock.sendall(

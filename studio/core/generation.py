@@ -165,9 +165,16 @@ def pick_token(logits, settings: GenerationSettings, history, generator) -> int:
         seen = logits.gather(0, history)
         p = settings.repetition_penalty
         logits = logits.scatter(0, history, torch.where(seen < 0, seen * p, seen / p))
+        # A penalty near 0 or a huge one overflows to inf (then NaN below): stay finite.
+        big = torch.finfo(logits.dtype).max
+        logits = logits.clamp(-big, big)
     if settings.temperature == 0:
         return int(logits.argmax())
-    logits = logits / settings.temperature
+    # A temperature near 0 (1e-309 is a valid float) is 0 in float32, and the probabilities
+    # would be NaN. At 1e-30 or below, every token but the likeliest (and its exact ties)
+    # already has probability 0 in float32, so dividing by 1e-30 changes nothing; shifting
+    # the largest logit to 0 first keeps it finite and changes no probability either.
+    logits = (logits - logits.max()) / max(settings.temperature, 1e-30)
     if 0 < settings.top_k < logits.numel():
         kth = torch.topk(logits, settings.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -5,14 +5,16 @@
     app.run(host="127.0.0.1", port=8000)        # blocks until Ctrl-C
 
 `app.start(port=0)` serves on a background thread instead (`app.port`, `app.url`), and
-`app.stop()` ends it. torch is loaded by `create_app`, not by importing this package.
+`app.stop()` ends it. `limits=Limits(...)` changes what one request may cost (body size,
+connections, timeouts...). torch is loaded by `create_app`, not by importing this package.
 """
 
 from __future__ import annotations
 
 from studio.serve.app import App, check_host, is_loopback
+from studio.serve.limits import Limits
 
-__all__ = ["App", "check_host", "create_app", "is_loopback"]
+__all__ = ["App", "Limits", "check_host", "create_app", "is_loopback"]
 
 
 def create_app(
@@ -28,6 +30,7 @@ def create_app(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    limits: Limits | None = None,
 ) -> App:
     """Load the model (or use an already loaded `model`, a ChatModel) and wrap it in an App."""
     if model is None:
@@ -43,4 +46,4 @@ def create_app(
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
         )
-    return App(model, api_key=api_key, model_id=model_id)
+    return App(model, api_key=api_key, model_id=model_id, limits=limits)
