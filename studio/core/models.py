@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from studio.core.config import ModelConfig
 from studio.core.errors import ModelError
+
+LOAD_LOCK = threading.Lock()
+"""Held around every from_pretrained of a model (see load_model)."""
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -230,13 +234,17 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
         kwargs["device_map"] = {"": device}
     attention = attention_kwargs(device, dtype)
     try:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs, **attention)
-        except (ValueError, ImportError):
-            if not attention:
-                raise
-            # This architecture (or this flash-attn build) cannot: the default attention.
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        # One load at a time in a process: from_pretrained swaps PreTrainedModel.tie_weights
+        # class-wide while it runs (transformers' no_tie_weights), and two overlapping loads
+        # (the app's step timing and a chat load, say) can leave tying disabled for good.
+        with LOAD_LOCK:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs, **attention)
+            except (ValueError, ImportError):
+                if not attention:
+                    raise
+                # This architecture (or this flash-attn build) cannot: the default attention.
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ImportError as e:
         raise ModelError(
             f"model.quant: {cfg.quant} loading needs bitsandbytes: {e}", field="model.quant"
