@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from studio.core.data import limits as bounds
-from studio.core.data.limits import Limits
+from studio.core.data.limits import Limits, structure
 from studio.core.data.rows import BadRow, Row, bad_json, checked, clip, jsonl_rows
 from studio.core.errors import DataError
 
@@ -133,9 +133,6 @@ def _parse_array(
             pos = resume
 
 
-_STRUCTURE = re.compile(r'[\\"{}\[\],]')
-
-
 def _openers(text: str, start: int) -> str:
     """How the element after the one at text[start] may start: as a record ({ or [) or as this
     one does (a list of strings). Not any value: a wrapper's next key starts with a quote."""
@@ -217,21 +214,8 @@ def _after_comma(text: str, pos: int) -> int | None:
     """The start of the element after the one at `pos` (past the next comma at depth 0), or
     the index of the "]" that closes the list; None when the text ends first."""
     depth = 0
-    in_string = False
-    skip_to = -1
-    for m in _STRUCTURE.finditer(text, pos):
-        i = m.start()
-        if i < skip_to:
-            continue
-        c = text[i]
-        if in_string:
-            if c == "\\":
-                skip_to = i + 2  # the escaped character, even a quote
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "{[":
+    for i, c in structure(text, pos):
+        if c in "{[":
             depth += 1
         elif c in "}]":
             depth -= 1

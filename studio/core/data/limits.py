@@ -80,7 +80,28 @@ def too_many_columns(name: str, count: int, limit: int) -> str:
 
 # ---------------------------------------------------------------------------- depth
 
-_STRUCTURE = re.compile(r'[\\"{}\[\]]')
+_STRUCTURE = re.compile(r'[\\"{}\[\],]')
+
+
+def structure(text: str, start: int = 0, end: int | None = None):
+    """(index, character) of each bracket, brace and comma of the JSON in text[start:end]
+    that is outside a string (escaped quotes inside strings handled)."""
+    in_string = False
+    skip_to = -1
+    for m in _STRUCTURE.finditer(text, start, len(text) if end is None else end):
+        i = m.start()
+        if i < skip_to:
+            continue
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                skip_to = i + 2  # the escaped character, even a quote
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c != "\\":
+            yield i, c
 
 
 def depth_over(text: str, limit: int, start: int = 0, end: int | None = None) -> bool:
@@ -95,21 +116,8 @@ def depth_over(text: str, limit: int, start: int = 0, end: int | None = None) ->
     if text.count("[", start, end) + text.count("{", start, end) <= limit:
         return False
     depth = 0
-    in_string = False
-    skip_to = -1
-    for m in _STRUCTURE.finditer(text, start, end):
-        i = m.start()
-        if i < skip_to:
-            continue
-        c = text[i]
-        if in_string:
-            if c == "\\":
-                skip_to = i + 2
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "[{":
+    for _, c in structure(text, start, end):
+        if c in "[{":
             depth += 1
             if depth > limit:
                 return True
