@@ -13,7 +13,7 @@ import io
 import json
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from studio.core.config import FORMATS
@@ -173,6 +173,17 @@ bad_csv_line = st.one_of(
 
 @fuzz(80)
 @given(rows=pairs, bad=bad_csv_line, at=st.integers(0, 8), tsv=st.booleans())
+# Found by the fuzzer: an unclosed quote that swallows whole rows up to a valid row's own quote,
+# which the lenient reader then read as a row of the right width.
+@example(rows=[("0", "0"), ("0", "0"), ("0", "0\n")], bad=',"', at=0, tsv=False)
+@example(rows=[("0", "0"), ("0", "0"), ("0", "0\n")], bad=',"', at=1, tsv=False)
+@example(rows=[("0", "0"), ("0", "0"), ("0", "\n0")], bad='"', at=0, tsv=False)
+# ...and one it closes at a valid row's quote, which reads as well-formed CSV of the right
+# width until the remainder of that row.
+@example(rows=[("0", "0"), ("0", "0"), ("0", "\n0")], bad='0,"', at=0, tsv=False)
+# ...and one whose stray quote pairs with quotes of two valid rows in turn (found by a sweep
+# over small fields): the two readings are followed until they meet again.
+@example(rows=[("q1", '"\r'), ("q2", "\n0"), ("q3", "a3")], bad='0,"', at=0, tsv=False)
 def test_csv_one_bad_row_costs_at_most_itself(tmp_path, small_limits, rows, bad, at, tsv):
     delimiter = "\t" if tsv else ","
     if tsv:

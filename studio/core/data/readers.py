@@ -255,6 +255,88 @@ def _quotes_broken(lines: list[str], start: int, end: int, delimiter: str) -> bo
     return False
 
 
+RESYNC_LINES = 256
+"""How far two readings of a suspect row are followed before the file's own reading is kept."""
+
+
+def _bad_rows(lines: list[str], first: int, width: int, delimiter: str):
+    """Rows read leniently from line `first` (1-based): (line the row ends on, is it bad)."""
+    base = first - 1
+    reader = csv.reader(iter(lines[base:]), delimiter=delimiter)
+    done = base
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            if base + reader.line_num == done:
+                return
+            done = base + reader.line_num
+            yield done, True
+            continue
+        row_start, done = done + 1, base + reader.line_num
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue
+        broken = done > row_start and _quotes_broken(lines, row_start, done, delimiter)
+        yield done, broken or len(values) != width
+
+
+def _first_reading_wins(lines: list[str], start: int, width: int, delimiter: str) -> bool:
+    """Whether the row starting on line `start` is read as the file says, or line `start` is bad.
+
+    Two readings are followed until they end a row on the same line: the lenient one from
+    `start`, and one from `start + 1` that counts line `start` as a bad row. The one with fewer
+    bad rows wins; on a tie the single stray line is the simpler explanation.
+    """
+    ends = [start - 1, start]
+    bad = [0, 1]
+    readings = [
+        _bad_rows(lines, start, width, delimiter),
+        _bad_rows(lines, start + 1, width, delimiter),
+    ]
+    n = len(lines)
+    while ends[0] != ends[1]:
+        i = 0 if ends[0] < ends[1] else 1
+        row = next(readings[i], None)
+        if row is None:
+            ends[i] = n
+            continue
+        ends[i], is_bad = row
+        bad[i] += is_bad
+        if ends[i] - start > RESYNC_LINES:
+            return True
+    return bad[0] < bad[1]
+
+
+def _swallowed(lines, start, last, n_values, width, delimiter) -> str | None:
+    """Why the row on lines start..last is a stray quote that swallowed rows, or None.
+
+    A row that does not read strictly (a quote closed in the wrong place) is one at once.
+    Otherwise, when the row has the wrong number of values or the row after it is broken, the
+    other reading (line `start` alone is the bad one) is weighed against it
+    (`_first_reading_wins`). A well-formed multi-line field is read as it is.
+    """
+    runs_on = f"a quoted field that starts on this line runs on to line {last}"
+    if _quotes_broken(lines, start, last, delimiter):
+        return f"malformed CSV: {runs_on} and is not closed properly; check the quotes"
+    if n_values == width:
+        following = next(_bad_rows(lines, last + 1, width, delimiter), None)
+        if following is None or not following[1]:
+            return None
+    if _first_reading_wins(lines, start, width, delimiter):
+        return None
+    if n_values != width:
+        return (
+            f"malformed CSV: {runs_on}, giving {n_values} values where the header names "
+            f"{width} columns; check the quotes"
+        )
+    return (
+        f"malformed CSV: {runs_on}, swallowing the rows in between, and the quote that "
+        "closes it belongs to another row; check the quotes on this line"
+    )
+
+
 def _csv_error(e: csv.Error, max_chars: int) -> BadRow:
     if "field larger than field limit" in str(e):
         return BadRow("malformed CSV: " + limits.too_long(max_chars + 1, max_chars, "field"))
@@ -283,15 +365,12 @@ def _table_rows(lines, reader, delimiter, header, progress, total, max_chars) ->
             continue  # blank line
         if progress is not None and not start & 8191:
             progress(min(total, total * start // max(1, n_lines)), total)
-        if last > start and (len(values) != width or last == n_lines):
-            if _quotes_broken(lines, start, last, delimiter):
-                # A quote that is never closed properly swallowed the lines after it: report
-                # the row where it starts and read again from the next line, so the rows it
-                # swallowed are not lost with it.
-                msg = (
-                    "malformed CSV: a quoted field that starts on this line is not closed "
-                    f"properly, so the row runs on to line {last}; check the quotes"
-                )
+        if last > start:
+            msg = _swallowed(lines, start, last, len(values), width, delimiter)
+            if msg:
+                # A quote that is never closed (or closed in the wrong place) swallowed the
+                # lines after it: report the row where it starts and read again from the next
+                # line, so the rows it swallowed are not lost with it.
                 yield start, BadRow(msg), _source_text(lines, start, start)
                 base = last = start
                 reader = csv.reader((lines[i] for i in range(start, n_lines)), delimiter=delimiter)
