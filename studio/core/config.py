@@ -69,11 +69,23 @@ FLAGS: dict[str, str] = {
     "train.sensitivity_every": "--sensitivity-every",
     "train.processes": "--nproc",
     "train.grad_compression": "--grad-compression",
+    "train.mode": "--mode",
+    "preference.beta": "--beta",
+    "preference.simpo_gamma": "--simpo-gamma",
+    "distill.teacher": "--teacher",
+    "distill.alpha": "--distill-alpha",
+    "distill.temperature": "--distill-temperature",
+    "distill.loss": "--distill-loss",
+    "distill.teacher_quant": "--teacher-quant",
 }
 
 OPTIMIZERS = ("adamw", "adamw_8bit")
 PARAM_GROUPS = ("none", "sensitivity")
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
+MODES = ("sft", "dpo", "orpo", "simpo", "distill")
+PAIR_MODES = ("dpo", "orpo", "simpo")
+"""Modes that train on preference pairs ({"prompt", "chosen", "rejected"} records)."""
+DISTILL_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
 # The settings that take one of a few values: the CLI's choices and the app's combo boxes.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -89,6 +101,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": OPTIMIZERS,
     "train.param_groups": PARAM_GROUPS,
     "train.grad_compression": COMPRESSIONS,
+    "train.mode": MODES,
+    "distill.loss": DISTILL_LOSSES,
+    "distill.teacher_quant": ("none", "8bit", "4bit"),
 }
 
 
@@ -246,6 +261,9 @@ class TrainConfig:
     """Training processes on this machine (torchrun): one per GPU, or CPU processes."""
     grad_compression: str = "none"
     """With several processes: gradients sent as none (fp32), fp16, bf16, int8 or int4."""
+    mode: str = "sft"
+    """sft: teach it answers. dpo, orpo or simpo: teach it preferences from chosen/rejected
+    pairs. distill: make it imitate a bigger teacher model (distill.teacher)."""
 
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs", f"must be positive; got {self.epochs!r}")
@@ -316,6 +334,81 @@ class TrainConfig:
             f"must be between 1 and 64; got {self.processes!r}",
         )
         _choice(self.grad_compression, COMPRESSIONS, "train.grad_compression")
+        _choice(self.mode, MODES, "train.mode")
+
+
+BETA_DEFAULTS = {"dpo": 0.1, "orpo": 0.1, "simpo": 2.0}
+
+
+@dataclass
+class PreferenceConfig:
+    """Preference tuning (train.mode dpo, orpo or simpo)."""
+
+    beta: float = 0.0
+    """DPO's beta (how far from the base it may move), ORPO's lambda (weight of the odds-ratio
+    term), SimPO's beta (reward scale). 0: the mode's usual value (0.1, 0.1, 2.0)."""
+    simpo_gamma: float = 0.5
+    """SimPO: the reward margin the chosen answer should win by."""
+
+    def __post_init__(self):
+        _check(
+            self.beta >= 0, "preference.beta", f"must be 0 (usual value) or more; got {self.beta!r}"
+        )
+        _check(
+            self.simpo_gamma >= 0,
+            "preference.simpo_gamma",
+            f"must be 0 or more; got {self.simpo_gamma!r}",
+        )
+
+    def beta_for(self, mode: str) -> float:
+        return self.beta or BETA_DEFAULTS.get(mode, 0.1)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation (train.mode distill): the student imitates the teacher's distribution."""
+
+    teacher: str = ""
+    """The teacher model: a local folder or hub id sharing the student's tokenizer."""
+    alpha: float = 0.5
+    """Weight of the distillation term; 1 - alpha goes to the usual loss on the answers."""
+    temperature: float = 2.0
+    """Softens both distributions before they are compared (the term is scaled by T^2)."""
+    loss: str = "forward_kl"
+    """forward_kl KL(teacher||student), reverse_kl KL(student||teacher), or jsd."""
+    jsd_beta: float = 0.5
+    """With loss jsd: the mixing weight of the generalised Jensen-Shannon divergence."""
+    teacher_quant: str = "none"
+    """none, 8bit or 4bit: load the teacher quantized to save memory."""
+    chunk_tokens: int = 1024
+    """Logits are computed this many answer tokens at a time, so memory stays bounded."""
+    generate: bool = False
+    """Sequence-level distillation: the teacher answers prompts that have no answer first."""
+    max_new_tokens: int = 256
+    """With generate: the longest answer the teacher writes."""
+
+    def __post_init__(self):
+        _check(0 <= self.alpha <= 1, "distill.alpha", f"must be in [0, 1]; got {self.alpha!r}")
+        _check(
+            self.temperature > 0,
+            "distill.temperature",
+            f"must be positive; got {self.temperature!r}",
+        )
+        _choice(self.loss, DISTILL_LOSSES, "distill.loss")
+        _check(
+            0 < self.jsd_beta < 1, "distill.jsd_beta", f"must be in (0, 1); got {self.jsd_beta!r}"
+        )
+        _choice(self.teacher_quant, ("none", "8bit", "4bit"), "distill.teacher_quant")
+        _check(
+            self.chunk_tokens >= 16,
+            "distill.chunk_tokens",
+            f"must be at least 16; got {self.chunk_tokens!r}",
+        )
+        _check(
+            self.max_new_tokens >= 1,
+            "distill.max_new_tokens",
+            f"must be at least 1; got {self.max_new_tokens!r}",
+        )
 
 
 @dataclass
@@ -324,8 +417,18 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     output: str = ""
     """The run folder (run.yaml, events.jsonl, checkpoints/, adapter/)."""
+
+    def __post_init__(self):
+        if self.train.mode == "distill":
+            _check(
+                bool(self.distill.teacher),
+                "distill.teacher",
+                "train.mode distill needs a teacher model; pass --teacher FOLDER_OR_HUB_ID",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -348,6 +451,8 @@ class RunConfig:
             "lora": LoraConfig,
             "data": DataConfig,
             "train": TrainConfig,
+            "preference": PreferenceConfig,
+            "distill": DistillConfig,
         }
         kwargs: dict[str, Any] = {}
         for key, value in (d or {}).items():
@@ -357,7 +462,8 @@ class RunConfig:
                 kwargs["output"] = _coerce(value, str, "output")
             else:
                 raise ConfigError(
-                    f"{key}: unknown section in the config (expected model, lora, data, train, output)",
+                    f"{key}: unknown section in the config (expected model, lora, data, train, "
+                    "preference, distill, output)",
                     field=key,
                 )
         return cls(**kwargs)

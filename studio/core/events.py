@@ -63,6 +63,8 @@ class Eval(Event):
     type = "eval"
     step: int
     eval_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The objective's own figures on the validation data (preference rewards...)."""
 
 
 @dataclass

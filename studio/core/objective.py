@@ -1,7 +1,10 @@
-"""The SFT objective as a module: a batch in, (sum of token losses, token count) out.
+"""Training objectives: a batch in, (sum of losses, how many units it sums over) out.
 
-A torch module so that DDP can wrap it: the fast path calls the decoder and the LM head
-separately, and DDP only sees a forward pass that goes through its own wrapper.
+The loop never asks which mode it trains: it calls the objective (the `Objective`
+protocol below) and divides the global sum by the global unit count. SFT's units are
+labelled tokens; a preference objective's are pairs. Each is a torch module so that DDP can
+wrap it: the fast path calls the decoder and the LM head separately, and DDP only sees a
+forward pass that goes through its own wrapper.
 """
 
 from __future__ import annotations
@@ -15,7 +18,39 @@ SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm
 """Config keys of models that change their logits after the LM head."""
 
 
-class LossFn(torch.nn.Module):
+class Objective(torch.nn.Module):
+    """What the training loop calls. Subclasses implement `forward`.
+
+    - `collate(examples, rows, pad_id)`: the batch for these rows (a dict of tensors).
+    - `units(batch)`: how many units the batch's loss is a sum over (the loop sums them over
+      micro-batches and ranks and divides the loss by the total).
+    - `forward(batch)`: (sum of losses over the batch's units as a tensor, units).
+    - `take_metrics()`: sums of extra figures since the last call ({name: sum over units});
+      the loop divides them by the same unit count and puts them in the Step (or Eval) event.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._metrics: dict[str, float] = {}
+
+    def collate(self, examples, rows, pad_id: int) -> dict:
+        from studio.core.data.packing import collate
+
+        return collate(examples, rows, pad_id)
+
+    def units(self, batch) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    def add_metrics(self, **sums: float) -> None:
+        for k, v in sums.items():
+            self._metrics[k] = self._metrics.get(k, 0.0) + float(v)
+
+    def take_metrics(self) -> dict[str, float]:
+        out, self._metrics = self._metrics, {}
+        return out
+
+
+class LossFn(Objective):
     """Sum of token losses and the token count for a batch.
 
     Logits are computed only where a label is, which skips the LM head on prompt tokens

@@ -99,9 +99,10 @@ def evaluate_sums(
     total, count = 0.0, 0
     was_training = loss_fn.model.training
     loss_fn.model.eval()
+    make_batch = getattr(loss_fn, "collate", None) or (lambda *a: collate(*a))
     with torch.no_grad(), autocast():
         for i in range(0, len(rows), batch_size):
-            loss, n = loss_fn(_to(collate(examples, rows[i : i + batch_size], pad_id), device))
+            loss, n = loss_fn(_to(make_batch(examples, rows[i : i + batch_size], pad_id), device))
             total += float(loss)
             count += n
     if was_training:
@@ -237,6 +238,13 @@ def _setup_model(cfg: RunConfig):
     return model, loaded
 
 
+def _setup_objective(cfg: RunConfig, model, loaded):
+    """The objective of cfg.train.mode (see studio.core.objective.Objective)."""
+    from studio.core.objective import LossFn
+
+    return LossFn(model)
+
+
 def _restore(start_ckpt, model, optim, scaler, world: World, seed: int) -> int:
     import torch
 
@@ -258,7 +266,6 @@ def _restore(start_ckpt, model, optim, scaler, world: World, seed: int) -> int:
 def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> Iterator[Event]:
     from studio.core.lora import count_parameters
     from studio.core.models import load_tokenizer
-    from studio.core.objective import LossFn
     from studio.core.optim import build_optim
 
     t = cfg.train
@@ -270,7 +277,7 @@ def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> I
     device = loaded.device
     autocast, scaler = _autocast_factory(device, loaded.dtype, cfg)
     optim = build_optim(model, t, plan.total_steps, device)
-    loss_fn = LossFn(model)
+    loss_fn = _setup_objective(cfg, model, loaded)
     start_step = _restore(start_ckpt, model, optim, scaler, world, t.seed)
     forward, comm = world.wrap(loss_fn, t.grad_compression)
 
@@ -325,6 +332,8 @@ class Loop:
         self.val_rows = make_rows(val_ex, cfg)  # packed once, evaluated many times
         self.every = self.t.save_every or auto_save_every(plan.total_steps)
         self.last_loss = self.last_eval = None
+        self.extra: dict[str, float] = {}
+        """The objective's own figures for the last step (per unit), for the Step event."""
 
     def micro_batches(self, step: int) -> list[dict]:
         """This rank's share of the step's micro-batches, on the device."""
@@ -335,7 +344,7 @@ class Loop:
                 self.plan, g, t.batch_size * world.size, t.seed, self.perm_cache
             )
             mine = world.share(rows)
-            batch = collate(self.train_ex, mine or rows[:1], self.pad_id)
+            batch = self.loss_fn.collate(self.train_ex, mine or rows[:1], self.pad_id)
             if not mine:  # fewer rows than ranks at the end of an epoch: a no-op batch
                 batch["labels"].fill_(IGNORE)
                 batch["input_ids"].fill_(self.pad_id)
@@ -352,7 +361,7 @@ class Loop:
             while step < self.plan.total_steps:
                 t0 = time.perf_counter()
                 micro = self.micro_batches(step)
-                local_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+                local_target = sum(self.loss_fn.units(b) for b in micro)
                 local_tokens = sum(int((b["input_ids"] != self.pad_id).sum()) for b in micro)
                 n_target, stop, tokens = self.world.sum(
                     [local_target, float(self.cancel.cancelled), local_tokens]
@@ -418,7 +427,9 @@ class Loop:
                 scaled = loss / max(1, n_target) * self.world.size
                 (scaler.scale(scaled) if scaler else scaled).backward()
             loss_sum += float(loss.detach())
-        (loss_sum,) = self.world.sum([loss_sum])
+        extra = self.loss_fn.take_metrics()
+        loss_sum, *sums = self.world.sum([loss_sum, *extra.values()])
+        self.extra = {k: v / max(1, n_target) for k, v in zip(extra, sums, strict=True)}
         loss_value = loss_sum / max(1, n_target)
         if not math.isfinite(loss_value):
             return loss_value, []
@@ -438,7 +449,7 @@ class Loop:
 
     def step_event(self, step, loss_value, tokens_per_s, elapsed, start_step) -> Step:
         self.last_loss = loss_value
-        metrics = {}
+        metrics = dict(self.extra)
         if self.comm is not None:
             sent, raw = self.comm.take_bytes()
             metrics = {"comm_bytes": sent, "comm_bytes_fp32": raw}
@@ -456,11 +467,14 @@ class Loop:
 
     def evaluate(self, step: int) -> Iterator[Event]:
         mine = self.val_rows[self.world.rank :: self.world.size]
+        self.loss_fn.take_metrics()  # start the evaluation's own sums from zero
         total, count = evaluate_sums(self.loss_fn, self.val_ex, mine, self.t.batch_size,
                                      self.pad_id, self.device, self.autocast)  # fmt: skip
-        total, count = self.world.sum([total, count])
+        extra = self.loss_fn.take_metrics()
+        total, count, *sums = self.world.sum([total, count, *extra.values()])
         self.last_eval = total / max(1, count)
-        yield Eval(step=step, eval_loss=self.last_eval)
+        metrics = {k: v / max(1, count) for k, v in zip(extra, sums, strict=True)}
+        yield Eval(step=step, eval_loss=self.last_eval, metrics=metrics)
         if not math.isfinite(self.last_eval):
             yield Log(
                 f"the validation loss is {self.last_eval} at step {step} although training "

@@ -1,8 +1,9 @@
 """The shapes every importer produces and every later stage reads.
 
-A `Record` is one training sample in a normal form: either a conversation (`messages`, a list
-of {"role": "system"|"user"|"assistant", "content": str}) or plain text (`text`, for
-continued pre-training). `line` is the 1-based line in the source file where it starts.
+A `Record` is one training sample in a normal form: a conversation (`messages`, a list
+of {"role": "system"|"user"|"assistant", "content": str}), plain text (`text`, for
+continued pre-training), or a preference pair (the prompt's `messages` with a `chosen` and a
+`rejected` answer). `line` is the 1-based line in the source file where it starts.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ class Record:
     line: int
     messages: list[dict[str, str]] | None = None
     text: str | None = None
+    chosen: str | None = None
+    """A preference pair's better answer (then `messages` are the prompt's turns, ending with
+    the user's)."""
+    rejected: str | None = None
+    """A preference pair's worse answer."""
 
     @property
     def is_text(self) -> bool:
         return self.text is not None
+
+    @property
+    def is_pair(self) -> bool:
+        return self.chosen is not None
 
 
 @dataclass
