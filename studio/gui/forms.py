@@ -34,13 +34,20 @@ SECTIONS = {
     "lora": C.LoraConfig,
     "model": C.ModelConfig,
     "data": C.DataConfig,
+    "preference": C.PreferenceConfig,
+    "distill": C.DistillConfig,
 }
-TITLES = {"train": "Training", "lora": "LoRA", "model": "Model", "data": "Data"}
+TITLES = {"train": "Training", "lora": "LoRA", "model": "Model", "data": "Data",
+          "preference": "Preferences", "distill": "Distillation"}  # fmt: skip
+MODE_TABS = {"preference": C.PAIR_MODES, "distill": ("distill",)}
+"""Tabs shown only for the training modes they serve."""
 # Set elsewhere in the wizard (or not a form value).
 SKIP = {"model.path", "data.path", "data.columns", "data.format"}
 LABELS = {"lr": "Learning rate", "r": "Rank (r)", "lora_alpha": "Alpha", "lora_dropout": "Dropout",
           "use_rslora": "rsLoRA", "use_dora": "DoRA", "seq_len": "Sequence length",
-          "val_split": "Validation split", "eval_path": "Validation file"}  # fmt: skip
+          "val_split": "Validation split", "eval_path": "Validation file", "mode": "Method",
+          "simpo_gamma": "SimPO gamma", "jsd_beta": "JSD beta", "teacher_quant": "Teacher quantization",
+          "alpha": "Alpha (distillation weight)", "loss": "Divergence"}  # fmt: skip
 
 
 @functools.cache
@@ -65,15 +72,18 @@ class ConfigForm(QTabWidget):
 
     changed = Signal()
 
-    def __init__(self, sections=("train", "lora", "model", "data"), parent=None):
+    def __init__(self, sections=tuple(SECTIONS), parent=None):
         super().__init__(parent)
         self.widgets: dict[str, QWidget] = {}
+        self.tabs: dict[str, QWidget] = {}
         for section in sections:
             page = QWidget()
             form = QFormLayout(page)
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
             docs = field_docs(SECTIONS[section])
-            for f in dataclasses.fields(SECTIONS[section]):
+            # The method first: it decides which other settings and tabs matter.
+            order = sorted(dataclasses.fields(SECTIONS[section]), key=lambda f: f.name != "mode")
+            for f in order:
                 key = f"{section}.{f.name}"
                 if key in SKIP:
                     continue
@@ -87,6 +97,27 @@ class ConfigForm(QTabWidget):
             scroll.setFrameShape(QScrollArea.Shape.NoFrame)
             scroll.setWidget(page)
             self.addTab(scroll, TITLES[section])
+            self.tabs[section] = scroll
+        mode = self.widgets.get("train.mode")
+        if mode is not None:
+            mode.currentTextChanged.connect(self._show_mode_tabs)
+
+    def _show_mode_tabs(self, mode: str) -> None:
+        for section, modes in MODE_TABS.items():
+            if section in self.tabs:
+                self.setTabVisible(self.indexOf(self.tabs[section]), mode in modes)
+
+    def limit_modes(self, modes: tuple[str, ...]) -> None:
+        """Offer only these training modes (the wizard's goal chose the family)."""
+        box = self.widgets["train.mode"]
+        current = box.currentText()
+        box.blockSignals(True)
+        box.clear()
+        box.addItems(modes)
+        box.setCurrentText(current if current in modes else modes[0])
+        box.setEnabled(len(modes) > 1)
+        box.blockSignals(False)
+        self._show_mode_tabs(box.currentText())
 
     def _make_widget(self, key: str, f) -> QWidget:
         if key in CHOICES:
@@ -126,6 +157,8 @@ class ConfigForm(QTabWidget):
                 w.setText(str(value))
             w.blockSignals(False)
             w.setStyleSheet("")
+        if "train.mode" in self.widgets:
+            self._show_mode_tabs(self.widgets["train.mode"].currentText())
 
     def build(self, base: RunConfig) -> RunConfig:
         """base with the form's values; raises ConfigError naming the bad field."""

@@ -28,8 +28,8 @@ class ModelPicker(QGroupBox):
 
     load_requested = Signal(int)
 
-    def __init__(self, slot: int, parent=None):
-        super().__init__(f"Model {'AB'[slot]}", parent)
+    def __init__(self, slot: int, parent=None, *, title: str = ""):
+        super().__init__(title or f"Model {'AB'[slot]}", parent)
         self.slot = slot
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("base model folder or hub id")
@@ -53,7 +53,8 @@ class ModelPicker(QGroupBox):
         row = QHBoxLayout()
         row.addWidget(self.model_edit, 2)
         row.addWidget(browse)
-        row.addWidget(QLabel("Adapter:"))
+        self.adapter_label = QLabel("Adapter:")
+        row.addWidget(self.adapter_label)
         row.addWidget(self.adapter_box, 2)
         row.addWidget(QLabel("Quantize:"))
         row.addWidget(self.quant_box)
@@ -70,6 +71,12 @@ class ModelPicker(QGroupBox):
         layout.addLayout(status_row)
         layout.addLayout(quality_row)
         self.set_adapters([])
+
+    def model_only(self) -> None:
+        """Just the model and its quantization (the wizard's teacher): no adapter, no Load."""
+        for w in (self.adapter_label, self.adapter_box, self.quality.button, self.load_button):
+            w.hide()
+        self.status.setText("")
 
     def set_adapters(self, adapters: list[tuple[str, str]]) -> None:
         current = self.adapter_box.currentData()

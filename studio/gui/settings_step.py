@@ -93,6 +93,7 @@ class SettingsStep(QWizardPage):
         return ds.records if ds is not None and ds.path == self.w.cfg.data.path else None
 
     def initializePage(self) -> None:
+        self.form.limit_modes(self.w.goal().modes)  # ORPO or SimPO instead of DPO, say
         if self.w.sizes_key != self._key():
             self.w.sizes = None
             for label in self.sizing.values():

@@ -31,6 +31,7 @@ from studio.core.config import FORMATS, RunConfig
 from studio.core.errors import ConfigError, StudioError
 from studio.core.project import command_line, create_project
 from studio.gui import run_launcher, theme
+from studio.gui.goals import DISTILL, GoalChooser, TeacherPicker, goal_for_mode, misfit, with_goal
 from studio.gui.memory_view import MemoryView
 from studio.gui.pages.data import FILE_FILTER, NeedsColumns, load_file
 from studio.gui.settings_step import SettingsStep
@@ -45,8 +46,11 @@ class DataStep(QWizardPage):
         self.w = wizard
         self.setTitle("1. Data")
         self.setSubTitle(
-            "The file to learn from: JSONL, JSON, CSV, Parquet or TXT. Every record is checked now."
+            "What the fine-tune is for, and the file to learn from: JSONL, JSON, CSV, Parquet "
+            "or TXT. Every record is checked now."
         )
+        self.goals = GoalChooser()
+        self.goals.changed.connect(self._goal_changed)
         self.path = QLineEdit()
         self.path.setPlaceholderText("Path to your training data")
         self.path.editingFinished.connect(self.check)
@@ -61,14 +65,17 @@ class DataStep(QWizardPage):
         row.addWidget(self.path, 1)
         row.addWidget(browse)
         form = QFormLayout(self)
+        form.addRow("Goal", self.goals)
         form.addRow("File", row)
         form.addRow("Format", self.format)
         form.addRow("", self.status)
         self.dataset = None
         self._checked = ("", "")
+        self._fit_text = ""
         self._task = None
 
     def initializePage(self) -> None:
+        self.goals.set_goal(goal_for_mode(self.w.cfg.train.mode))
         ds = self.w.state.dataset
         if ds is not None:
             self.path.setText(ds.path)
@@ -115,7 +122,20 @@ class DataStep(QWizardPage):
         if ds.skipped:
             first = ", ".join(str(p.line) for p in ds.problems[:5])
             text += f"; {ds.skipped:,} skipped (lines {first}{'…' if ds.skipped > 5 else ''}; see the Data page)"
-        _status(self.status, text, "ok")
+        self._fit_text = text
+        self._show_fit()
+
+    def _goal_changed(self, _goal) -> None:
+        if self.dataset is not None:
+            self._show_fit()
+
+    def _show_fit(self) -> None:
+        """The records' count, or why the file does not suit the goal chosen above."""
+        why = misfit(self.goals.goal(), self.dataset)
+        if why:
+            _status(self.status, f"{self._fit_text}. {why}", "error")
+        else:
+            _status(self.status, self._fit_text, "ok")
         self.completeChanged.emit()
 
     def _failed(self, error) -> None:
@@ -130,7 +150,11 @@ class DataStep(QWizardPage):
         _status(self.status, text, "error")
 
     def isComplete(self) -> bool:
-        return self.dataset is not None and self._checked[0] == self.path.text().strip()
+        return (
+            self.dataset is not None
+            and self._checked[0] == self.path.text().strip()
+            and not misfit(self.goals.goal(), self.dataset)
+        )
 
     def validatePage(self) -> bool:
         if not self.isComplete():
@@ -148,6 +172,8 @@ class DataStep(QWizardPage):
             _status(self.status, e.message, "error")
             return False
         self.w.cfg = dataclasses.replace(self.w.cfg, data=data)
+        if self.goals.goal() is not DISTILL:  # distillation's mode comes with its teacher
+            self.w.cfg = with_goal(self.w.cfg, self.goals.goal())
         return True
 
 
@@ -171,13 +197,18 @@ class ModelStep(QWizardPage):
         row = QHBoxLayout()
         row.addWidget(self.source, 1)
         row.addWidget(browse)
-        form = QFormLayout(self)
-        form.addRow("Model", row)
+        self.teacher = TeacherPicker()
+        self.teacher.checked.connect(self.completeChanged)
+        self.form = form = QFormLayout(self)
+        self.model_label = QLabel("Model")
+        form.addRow(self.model_label, row)
         form.addRow("", self.status)
+        form.addRow(self.teacher)
         self.info = None
         self._task = None
 
     def initializePage(self) -> None:
+        self._show_teacher()
         info = self.w.state.model_info
         if info is not None:
             self.source.setText(info.source)
@@ -185,6 +216,16 @@ class ModelStep(QWizardPage):
         elif self.w.cfg.model.path:
             self.source.setText(self.w.cfg.model.path)
             self.check()
+
+    def _show_teacher(self) -> None:
+        """Distillation: the model chosen here is the student, and a teacher is chosen too."""
+        distill = self.w.goal() is DISTILL
+        self.form.setRowVisible(self.teacher, distill)
+        self.model_label.setText("Student" if distill else "Model")
+        if distill and not self.teacher.source() and self.w.cfg.distill.teacher:
+            self.teacher.model_edit.setText(self.w.cfg.distill.teacher)
+            self.teacher.quant_box.setCurrentText(self.w.cfg.distill.teacher_quant)
+            self.teacher.check()
 
     def browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model folder (with config.json)")
@@ -212,6 +253,8 @@ class ModelStep(QWizardPage):
 
     def _accept(self, info) -> None:
         self.info = info
+        self.teacher.student = info
+        self.teacher.describe()
         template = (
             "has a chat template"
             if info.chat_template
@@ -232,7 +275,8 @@ class ModelStep(QWizardPage):
         _status(self.status, str(error), "error")
 
     def isComplete(self) -> bool:
-        return self.info is not None and self.info.source == self.source.text().strip()
+        chosen = self.info is not None and self.info.source == self.source.text().strip()
+        return chosen and (self.w.goal() is not DISTILL or self.teacher.is_ready())
 
     def validatePage(self) -> bool:
         if not self.isComplete():
@@ -247,6 +291,10 @@ class ModelStep(QWizardPage):
             model=dataclasses.replace(self.w.cfg.model, path=self.info.source),
             data=data,
         )
+        if self.w.goal() is DISTILL:
+            self.w.cfg = with_goal(
+                self.w.cfg, DISTILL, self.teacher.source(), self.teacher.quant_box.currentText()
+            )
         return True
 
 
@@ -423,6 +471,10 @@ class NewRunWizard(QWizard):
         ]
         for step in self.steps:
             self.addPage(step)
+
+    def goal(self):
+        """The goals.Goal chosen on the Data step."""
+        return self.steps[0].goals.goal()
 
     def start(self, project_name: str, run_name: str) -> None:
         """Create the project if needed, write RUN/run.yaml and start the training process."""
