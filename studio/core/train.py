@@ -238,8 +238,22 @@ def _setup_model(cfg: RunConfig):
     return model, loaded
 
 
-def _setup_objective(cfg: RunConfig, model, loaded):
+def _setup_teacher(cfg: RunConfig, tokenizer, world: World):
+    """Distillation's teacher (studio.core.distill.Teacher), else None. Its tokenizer is
+    checked against the student's here, before any data or weights load."""
+    if cfg.train.mode != "distill":
+        return None
+    from studio.core.distill import prepare
+
+    return prepare(cfg, tokenizer, world)
+
+
+def _setup_objective(cfg: RunConfig, model, loaded, teacher=None):
     """The objective of cfg.train.mode (see studio.core.objective.Objective)."""
+    if cfg.train.mode == "distill":
+        from studio.core.distill import make_objective
+
+        return make_objective(teacher, model)
     from studio.core.objective import LossFn
 
     return LossFn(model)
@@ -271,13 +285,16 @@ def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> I
     t = cfg.train
     start_ckpt = _resume_point(cfg, resume, world)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    teacher = _setup_teacher(cfg, tokenizer, world)
+    if teacher is not None:  # with distill.generate: the data with the teacher's answers
+        cfg = teacher.cfg
     split, train_ex, val_ex, stats, val_stats = _prepare_data(cfg, tokenizer)
     plan = make_plan(train_ex, cfg, world.size)
     model, loaded = _setup_model(cfg)
     device = loaded.device
     autocast, scaler = _autocast_factory(device, loaded.dtype, cfg)
     optim = build_optim(model, t, plan.total_steps, device)
-    loss_fn = _setup_objective(cfg, model, loaded)
+    loss_fn = _setup_objective(cfg, model, loaded, teacher)
     start_step = _restore(start_ckpt, model, optim, scaler, world, t.seed)
     forward, comm = world.wrap(loss_fn, t.grad_compression)
 
@@ -307,6 +324,7 @@ def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> I
         )
     for line in optim.start_messages(t.optimizer):
         yield Log(line)
+    yield from (Log(line) for line in getattr(loss_fn, "notes", ()))
     if start_step:
         yield Log(f"resumed from {start_ckpt.name} at step {start_step}")
     loop = Loop(cfg, world, plan, train_ex, val_ex, model, tokenizer, loss_fn, forward, comm,
