@@ -6,7 +6,15 @@ so importing `studio` stays cheap.
 
 __version__ = "0.1.0"
 
-__all__ = ["LoraConfig", "Trainer", "RunConfig", "export", "ExportError", "__version__"]
+__all__ = [
+    "LoraConfig",
+    "Trainer",
+    "RunConfig",
+    "export",
+    "ExportError",
+    "evaluate",
+    "__version__",
+]
 
 
 def __getattr__(name):
@@ -22,6 +30,10 @@ def __getattr__(name):
         from studio.core.api import export
 
         return export
+    if name == "evaluate":
+        from studio.core.api import evaluate
+
+        return evaluate
     if name == "ExportError":
         from studio.core.export.pipeline import ExportError
 

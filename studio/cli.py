@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("gui", "data", "train", "chat", "serve", "export")
+COMMANDS = ("gui", "data", "train", "chat", "serve", "export", "eval")
 
 
 def normalize_argv(argv: list[str]) -> list[str]:

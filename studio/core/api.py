@@ -3,6 +3,7 @@
 result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_path="data.json", epochs=3)
 result.adapter_path, result.metrics
 Trainer(...).export(to="gguf", quant="q8_0") or studio.export(run_dir, to="hf")
+studio.evaluate([run_dir], data="held_out.jsonl").model(name)["loss"]
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+from studio.core.config import (
+    DataConfig,
+    DistillConfig,
+    LoraConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from studio.core.errors import ConfigError, TrainingFailed
 
 
@@ -29,7 +37,9 @@ class TrainResult:
 
 class Trainer:
     """Fine-tune `model_path` with LoRA `config`. Extra keyword arguments set ModelConfig,
-    TrainConfig or DataConfig fields (e.g. quant="4bit", seq_len=1024, val_split=0.1)."""
+    TrainConfig or DataConfig fields (e.g. quant="4bit", seq_len=1024, val_split=0.1), and
+    distillation's as the CLI names them: mode="distill", teacher="org/big-model",
+    teacher_quant="4bit", distill_alpha=0.5, distill_temperature=2.0, distill_loss="jsd"."""
 
     def __init__(
         self,
@@ -53,6 +63,10 @@ class Trainer:
         for cls, name in ((ModelConfig, "model"), (TrainConfig, "train"), (DataConfig, "data")):
             names = {f.name for f in dataclasses.fields(cls)}
             sections[name] = {k: opts.pop(k) for k in list(opts) if k in names and k != "path"}
+        # DistillConfig's fields: teacher and teacher_quant as they are, the others distill_*.
+        names = {(f.name if f.name.startswith("teacher") else f"distill_{f.name}"): f.name
+                 for f in dataclasses.fields(DistillConfig)}  # fmt: skip
+        distill = {names[k]: opts.pop(k) for k in list(opts) if k in names}
         if opts:
             raise TypeError(f"unknown training option(s): {', '.join(sorted(opts))}")
         output = (
@@ -63,6 +77,7 @@ class Trainer:
             lora=self.lora,
             data=DataConfig(path=str(data_path), **sections["data"]),
             train=TrainConfig(**sections["train"]),
+            distill=DistillConfig(**distill),
             output=str(Path(output).resolve()),
         )
 
@@ -152,3 +167,42 @@ def export(
         raise ExportError("the export was cancelled; nothing was written")
     folder = Path(last.adapter)
     return ExportResult(folder, json.loads((folder / "export.json").read_text(encoding="utf-8")))
+
+
+@dataclass
+class EvalResult:
+    output: Path
+    """RUN/eval/<name>/: report.json and report.html."""
+    report: dict[str, Any]
+    """report.json: models (loss, perplexity, exact_match, contains, rouge_l, judge), samples,
+    data, generation settings, judge and lm_eval sections."""
+
+    def model(self, key: str = "base") -> dict[str, Any]:
+        """One model's row: "base" or a run's name."""
+        return next(m for m in self.report["models"] if m["key"] == key)
+
+
+def evaluate(
+    runs: str | Path | list[str | Path], *, data: str | Path = "", on_event=None, cancel=None,
+    **options,
+) -> EvalResult:  # fmt: skip
+    """Evaluate runs against their base: `studio.evaluate(["runs/a", "runs/b"], data="held.jsonl")`.
+
+    Other keyword arguments set EvalOptions fields (name=, samples=, max_new_tokens=, base=,
+    judge_url=, judge_model=, judge_key=, lm_eval_tasks=, device=, overwrite=). Raises a
+    StudioError with one sentence for bad input, RuntimeError for a failure while evaluating.
+    """
+    from studio.core.errors import StudioError
+    from studio.core.evaluate import EvalOptions, read_report, run_evaluation
+
+    paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    opts = EvalOptions(runs=[str(p) for p in paths], data=str(data or ""), **options)
+    last = run_evaluation(opts, on_event=on_event, cancel=cancel)
+    if last is None or last.type == "error":
+        message = getattr(last, "message", "the evaluation produced no result")
+        if getattr(last, "kind", "") == "input":
+            raise StudioError(message)
+        raise RuntimeError(message)
+    if last.status == "stopped":
+        raise StudioError("the evaluation was cancelled; no report was written")
+    return EvalResult(Path(last.adapter), read_report(last.adapter))

@@ -82,7 +82,12 @@ def plot_svg(models: list[dict]) -> str:
     panels = [("Loss on answer tokens (lower is better)", [("loss", "loss")])]
     panels.append(("Answers (higher is better)",
                    [("exact_match", "exact match"), ("contains", "contains"), ("rouge_l", "ROUGE-L")]))  # fmt: skip
-    parts, y = [], 0
+    parts, x = [], 0
+    for i, m in enumerate(models):  # the legend: each model's colour, as in the table
+        parts.append(f'<rect x="{x}" y="2" width="10" height="10" rx="2" fill="{colour(i)}"/>'
+                     f'<text x="{x + 14}" y="11" font-size="12">{escape(m["key"])}</text>')  # fmt: skip
+        x += 24 + 7 * len(m["key"])
+    y = 24
     for title, metrics in panels:
         top = max((m.get(k) or 0 for m in models for k, _ in metrics), default=0) or 1
         scale = 1.0 if metrics[0][0] != "loss" else top
