@@ -23,30 +23,46 @@ def _first(messages, role: str) -> str:
     return ""
 
 
+def _last(messages, role: str) -> str:
+    return next(
+        (m.get("content", "") for m in reversed(messages or ()) if m.get("role") == role), ""
+    )
+
+
 class RecordTableModel(QAbstractTableModel):
     CHAT_HEADERS = ("Line", "Turns", "System", "User", "Assistant")
     TEXT_HEADERS = ("Line", "Characters", "Text")
+    PAIR_HEADERS = ("Line", "Turns", "Prompt", "Better answer", "Worse answer")
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.records: list = []
         self.text_mode = False
+        self.pair_mode = False
+        """Preference pairs: the prompt (its last user turn), the chosen and rejected answers."""
 
     def set_records(self, records: list) -> None:
         self.beginResetModel()
         self.records = records
         self.text_mode = bool(records) and records[0].is_text
+        self.pair_mode = bool(records) and records[0].is_pair
         self.endResetModel()
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        if self.pair_mode:
+            return self.PAIR_HEADERS
+        return self.TEXT_HEADERS if self.text_mode else self.CHAT_HEADERS
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.records)
 
     def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008
-        return len(self.TEXT_HEADERS if self.text_mode else self.CHAT_HEADERS)
+        return len(self.headers)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return (self.TEXT_HEADERS if self.text_mode else self.CHAT_HEADERS)[section]
+            return self.headers[section]
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -69,6 +85,8 @@ class RecordTableModel(QAbstractTableModel):
             return f"{len(r.text):,}" if col == 1 else _clip(r.text)
         if col == 1:
             return str(len(r.messages))
+        if self.pair_mode:
+            return _clip((_last(r.messages, "user"), r.chosen, r.rejected)[col - 2])
         return _clip(_first(r.messages, ("system", "user", "assistant")[col - 2]))
 
 

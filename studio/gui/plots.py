@@ -1,6 +1,8 @@
 """Live training plots (pyqtgraph): loss (raw, smoothed, eval), learning rate, grad norm and
-tokens/s against the step, with epoch boundaries and checkpoints marked; and the overlay of
-several runs' loss curves.
+tokens/s against the step, with epoch boundaries and checkpoints marked; a third row with the
+training mode's own figures when its steps carry them (a preference run's reward margin,
+accuracy and chosen/rejected rewards; a distillation's KL and cross-entropy); and the overlay
+of several runs' loss curves.
 
 Imported on first use (pyqtgraph costs ~0.5 s to import; the window appears first).
 Points go into numpy buffers that grow by doubling; the curves are redrawn by `redraw()` (the
@@ -20,11 +22,22 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from studio.core.runs import STEP_COLUMNS
+from studio.gui.run_worker import METRIC_COLUMNS
 
 SMOOTHING = 0.9
 """EMA weight of the smoothed loss (debiased, as TensorBoard does)."""
 MAX_EPOCH_LINES = 40
 MAX_EPOCH_LABELS = 12
+MODE_PANELS = (
+    ("Reward margin (chosen − rejected)", (("rewards/margins", "margin", "#1f77b4"),), None),
+    ("Reward accuracy (chosen ranked first)", (("rewards/accuracies", "accuracy", "#31a354"),), (0, 1)),
+    ("Rewards", (("rewards/chosen", "chosen", "#31a354"), ("rewards/rejected", "rejected", "#d62728")), None),
+    ("KL to the teacher", (("kl", "KL", "#756bb1"),), None),
+    ("Cross-entropy on the answers", (("ce", "CE", "#636363"),), None),
+)  # fmt: skip
+"""The third row's plots: title, (metric, name, colour) of each curve, fixed y range or None."""
+SUMMARY = (("rewards/margins", "margin {:.3f}"), ("rewards/accuracies", "accuracy {:.0%}"),
+           ("kl", "KL {:.4f}"))  # fmt: skip
 
 
 class SeriesBuffer:
@@ -151,11 +164,17 @@ class TrainingPlots(QWidget):
         self.view.ci.layout.setRowStretchFactor(0, 3)
         self.view.ci.layout.setRowStretchFactor(1, 1)
         self.epoch_lines: list[pg.InfiniteLine] = []
+        self.mode_plots: dict[str, pg.PlotItem] = {}
+        """The third row, by title: made when a run's figures first need them."""
+        self.mode_curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
+        """Per metric: its steps' curve and its evaluations' points."""
         self.clear()
 
     def _follow_x(self, _view, x_range) -> None:
         for curve in self.small.values():
             curve.getViewBox().setXRange(*x_range, padding=0)
+        for plot in self.mode_plots.values():
+            plot.setXRange(*x_range, padding=0)
 
     # --- data ----------------------------------------------------------------------------------
 
@@ -168,6 +187,11 @@ class TrainingPlots(QWidget):
         for line in self.epoch_lines:
             self.loss_plot.removeItem(line)
         self.epoch_lines = []
+        self.metrics = SeriesBuffer(len(METRIC_COLUMNS), 256)
+        self.metric_evals = SeriesBuffer(len(METRIC_COLUMNS), 64)
+        for plot in self.mode_plots.values():  # the next run may be SFT: no third row
+            self.view.removeItem(plot)
+        self.mode_plots, self.mode_curves = {}, {}
         self.dirty = True
         self.redraw()
 
@@ -175,6 +199,8 @@ class TrainingPlots(QWidget):
         """A (resumed) run starts after `step`: what was logged after it is dropped."""
         self.steps.truncate_after(step)
         self.evals.truncate_after(step)
+        self.metrics.truncate_after(step)
+        self.metric_evals.truncate_after(step)
         self.checkpoints = [s for s in self.checkpoints if s <= step]
         self.epoch_steps = [s for s in self.epoch_steps if s <= step]
         self.epoch_numbers = self.epoch_numbers[: len(self.epoch_steps)]
@@ -210,9 +236,27 @@ class TrainingPlots(QWidget):
         self.epoch_numbers = self.epoch_numbers[: len(self.epoch_steps) - len(ups)]
         self.epoch_numbers += [int(epochs[i + 1]) for i in ups]
 
-    def add_eval(self, step: int, loss: float) -> None:
-        self.evals.extend(np.array([float(step)]), np.array([[loss]]))
+    def add_metrics(self, rows: np.ndarray) -> None:
+        """Rows of (step, *METRIC_COLUMNS) (a run_worker MetricRows block)."""
+        for piece in _ordered_runs(rows[:, 0]):
+            self.metrics.extend(rows[piece, 0], rows[piece, 1:])
+            self.metric_evals.truncate_after(rows[piece][0, 0] - 1)
         self.dirty = True
+
+    def add_eval(self, step: int, loss: float, metrics: dict | None = None) -> None:
+        self.evals.extend(np.array([float(step)]), np.array([[loss]]))
+        if metrics and any(k in metrics for k in METRIC_COLUMNS):
+            values = [metrics.get(k) for k in METRIC_COLUMNS]
+            row = [v if isinstance(v, int | float) else np.nan for v in values]
+            self.metric_evals.extend(np.array([float(step)]), np.array([row], dtype=float))
+        self.dirty = True
+
+    def mode_summary(self) -> str:
+        """The latest mode figures in words ("margin 0.412 · accuracy 75%"), or ""."""
+        if not len(self.metrics):
+            return ""
+        last = dict(zip(METRIC_COLUMNS, self.metrics.y[self.metrics.n - 1], strict=True))
+        return " · ".join(f.format(last[k]) for k, f in SUMMARY if math.isfinite(last[k]))
 
     def add_checkpoint(self, step: int) -> None:
         if step not in self.checkpoints:
@@ -242,6 +286,39 @@ class TrainingPlots(QWidget):
         else:
             self.checkpoint_marks.setData([], [])
         self._draw_epoch_lines()
+        self._draw_metrics()
+
+    def _draw_metrics(self) -> None:
+        x, eval_x = self.metrics.steps(), self.metric_evals.steps()
+        for j, name in enumerate(METRIC_COLUMNS):
+            y, eval_y = self.metrics.column(j), self.metric_evals.column(j)
+            if name not in self.mode_curves:
+                if not (np.isfinite(y).any() or np.isfinite(eval_y).any()):
+                    continue  # not this run's figure: no plot for it
+                self._add_panel(name)
+            curve, points = self.mode_curves[name]
+            curve.setData(x, y, connect="finite")
+            shown = np.isfinite(eval_y)
+            points.setData(eval_x[shown], eval_y[shown])
+
+    def _add_panel(self, metric: str) -> None:
+        """The third-row plot that holds this metric, next to those made before."""
+        title, curves, y_range = next(p for p in MODE_PANELS if metric in (c[0] for c in p[1]))
+        plot = self.view.addPlot(row=2, col=len(self.mode_plots))
+        # Several curves: named in their colours in the title (a legend would cover them).
+        names = [f"<span style='color:{color}'>{label}</span>" for _, label, color in curves]
+        _style(plot, f"{title}: {' and '.join(names)}" if len(curves) > 1 else title)
+        plot.getAxis("left").setWidth(52)
+        if y_range is not None:
+            plot.setYRange(*y_range, padding=0.05)
+        for name, _label, color in curves:
+            line = plot.plot(pen=pg.mkPen(color, width=1))
+            points = plot.plot(pen=None, symbol="o", symbolSize=5, symbolBrush=color,
+                               symbolPen=None)  # fmt: skip
+            self.mode_curves[name] = (line, points)
+        plot.setXRange(*self.loss_plot.viewRange()[0], padding=0)
+        self.view.ci.layout.setRowStretchFactor(2, 1)
+        self.mode_plots[title] = plot
 
     def _draw_epoch_lines(self) -> None:
         wanted = self.epoch_steps if len(self.epoch_steps) <= MAX_EPOCH_LINES else []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QThread, Signal
@@ -22,6 +23,35 @@ from studio.core.runs import STEP_COLUMNS
 
 LOG_REPLAY_BYTES = 64 * 1024
 """How much of an existing train.log the console starts with."""
+METRIC_COLUMNS = (
+    "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl", "ce",
+)  # fmt: skip
+"""The figures of a training mode that the Train page draws (a Step's or an Eval's metrics):
+preference runs' rewards, distillation's KL to the teacher and cross-entropy."""
+
+
+@dataclass
+class MetricRows:
+    """A block of steps' mode figures: rows of (step, *METRIC_COLUMNS), NaN where absent."""
+
+    rows: object  # numpy array
+
+
+def metric_rows(events: list[dict]) -> MetricRows | None:
+    """The steps' METRIC_COLUMNS figures, or None when they carry none (an SFT run)."""
+    import numpy as np
+
+    if not any(k in (ev.get("metrics") or {}) for ev in events for k in METRIC_COLUMNS):
+        return None
+    rows = np.full((len(events), 1 + len(METRIC_COLUMNS)), np.nan)
+    for i, ev in enumerate(events):
+        metrics = ev.get("metrics") or {}
+        rows[i, 0] = float(ev.get("step") or 0)
+        for j, key in enumerate(METRIC_COLUMNS, start=1):
+            value = metrics.get(key)
+            if isinstance(value, int | float):
+                rows[i, j] = value
+    return MetricRows(rows)
 
 
 def step_block(events: list[dict]):
@@ -35,7 +65,8 @@ def step_block(events: list[dict]):
 
 
 def group_events(events: list[dict]) -> list:
-    """Runs of consecutive step events become one numpy block; other events stay dicts."""
+    """Runs of consecutive step events become one numpy block (followed by their MetricRows
+    when they carry a mode's figures); other events stay dicts."""
     out: list = []
     steps: list[dict] = []
     for ev in events:
@@ -43,12 +74,19 @@ def group_events(events: list[dict]) -> list:
             steps.append(ev)
             continue
         if steps:
-            out.append(step_block(steps))
+            _add_steps(out, steps)
             steps = []
         out.append(ev)
     if steps:
-        out.append(step_block(steps))
+        _add_steps(out, steps)
     return out
+
+
+def _add_steps(out: list, steps: list[dict]) -> None:
+    out.append(step_block(steps))
+    metrics = metric_rows(steps)
+    if metrics is not None:
+        out.append(metrics)
 
 
 class RunWorker(QThread):
@@ -60,7 +98,8 @@ class RunWorker(QThread):
     """
 
     events_read = Signal(object)
-    """A list of event dicts and step blocks (numpy rows of plots.STEP_COLUMNS), in order."""
+    """A list of event dicts, step blocks (numpy rows of STEP_COLUMNS) and their MetricRows,
+    in order."""
     caught_up = Signal()
     """Emitted once, when the events already in the file have all been read (the replay)."""
     log_read = Signal(str)

@@ -181,10 +181,7 @@ class ModelStep(QWizardPage):
     def __init__(self, wizard: NewRunWizard):
         super().__init__()
         self.w = wizard
-        self.setTitle("2. Model")
-        self.setSubTitle(
-            "The model to fine-tune: a local folder or a Hugging Face hub id already downloaded."
-        )
+        self.setTitle("2. Model")  # the subtitle depends on the goal (_show_teacher)
         self.source = QLineEdit()
         self.source.setPlaceholderText(
             "A model folder or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
@@ -222,6 +219,12 @@ class ModelStep(QWizardPage):
         distill = self.w.goal() is DISTILL
         self.form.setRowVisible(self.teacher, distill)
         self.model_label.setText("Student" if distill else "Model")
+        self.setSubTitle(
+            "The student to fine-tune and the bigger teacher it learns from: local folders or "
+            "Hugging Face hub ids already downloaded."
+            if distill
+            else "The model to fine-tune: a local folder or a Hugging Face hub id already downloaded."
+        )
         if distill and not self.teacher.source() and self.w.cfg.distill.teacher:
             self.teacher.model_edit.setText(self.w.cfg.distill.teacher)
             self.teacher.quant_box.setCurrentText(self.w.cfg.distill.teacher_quant)

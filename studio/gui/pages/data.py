@@ -32,6 +32,7 @@ from studio.core.config import FORMATS
 from studio.gui import settings, theme
 from studio.gui.data_models import ProblemTableModel, RecordTableModel
 from studio.gui.histogram import LengthHistogram
+from studio.gui.pair_view import PairView
 from studio.gui.workers import run_task
 
 TABULAR = (".csv", ".tsv", ".tab", ".parquet", ".pq")
@@ -196,8 +197,11 @@ class DataPage(QWidget):
         self.preview.setReadOnly(True)
         self.preview.setFont(theme.mono_font())
         self.preview.setPlaceholderText("Select a record to see the text the model trains on.")
+        self.pair_view = PairView()  # a preference pair's two answers, side by side
+        self.pair_view.hide()
         pl.addWidget(self.legend)
         pl.addWidget(self.preview, 1)
+        pl.addWidget(self.pair_view, 1)
         hist_box = QGroupBox("Token lengths")
         hl = QVBoxLayout(hist_box)
         self.histogram = LengthHistogram()
@@ -453,6 +457,15 @@ class DataPage(QWidget):
         if not current.isValid():
             return
         record = self.records_model.records[current.row()]
+        self.pair_view.setVisible(record.is_pair)
+        self.preview.setVisible(not record.is_pair)
+        if record.is_pair:
+            self.pair_view.show_pair(record)
+            self.legend.setText(
+                f"Line {record.line} · a preference pair: the model learns to prefer the "
+                "answer on the left to the one on the right."
+            )
+            return
         if self.tokenized is None:
             self._show_plain(record)
             return
@@ -512,5 +525,7 @@ class DataPage(QWidget):
             self._render_task.cancel()
             self._render_task = None
         p = self.problems_model.problems[current.row()]
+        self.pair_view.hide()
+        self.preview.show()
         self.legend.setText(f"<b>Line {p.line} was skipped:</b> {p.message}")
         self.preview.setPlainText(p.raw or "(the raw line is not available)")

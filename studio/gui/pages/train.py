@@ -35,7 +35,7 @@ from studio.gui import run_launcher, theme
 from studio.gui.after_run_view import AfterRunView
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
-from studio.gui.run_worker import RunWorker
+from studio.gui.run_worker import MetricRows, RunWorker
 
 LOG_LINES = 5000
 
@@ -285,6 +285,9 @@ class TrainPage(QWidget):
         s = self.run_state
         last_step = None
         for item in items:
+            if isinstance(item, MetricRows):  # the mode's figures of the steps just before
+                self.plots.add_metrics(item.rows)
+                continue
             if not isinstance(item, dict):  # a numpy block of step rows
                 self.plots.add_steps(item)
                 last_step = item[-1]
@@ -296,7 +299,9 @@ class TrainPage(QWidget):
                 self.plots.start_at(s.start_step)
                 self.progress.setRange(0, max(1, s.total_steps))
             elif kind == "eval":
-                self.plots.add_eval(int(item["step"]), float(item["eval_loss"]))
+                self.plots.add_eval(
+                    int(item["step"]), float(item["eval_loss"]), item.get("metrics")
+                )
             elif kind == "checkpoint":
                 self.plots.add_checkpoint(int(item["step"]))
             elif kind == "log":
@@ -304,8 +309,10 @@ class TrainPage(QWidget):
         self.progress.setValue(min(s.step, self.progress.maximum()))
         if last_step is not None:
             _, epoch, loss, _lr, _gn, tps, elapsed, eta = last_step.tolist()
+            mode = self.plots.mode_summary()  # a preference run's margin, a distillation's KL
+            mode = f"{mode} · " if mode else ""
             self.progress_text.setText(
-                f"loss {loss:.4f} · {tps:,.0f} tok/s · epoch {epoch:.2f} · "
+                f"loss {loss:.4f} · {mode}{tps:,.0f} tok/s · epoch {epoch:.2f} · "
                 f"elapsed {hms(elapsed)} · ETA {hms(eta)}"
             )
         total = f" of {s.total_steps}" if s.total_steps else ""
