@@ -135,3 +135,12 @@ def test_options_are_validated():
         EvalOptions(runs=["r"], name="../elsewhere")
     with pytest.raises(ConfigError, match="samples"):
         EvalOptions(runs=["r"], samples=-1)
+
+
+def test_the_best_model_is_alone_at_the_top():
+    from studio.core.evaluate.report import best
+
+    models = [{"key": "base", "loss": 3.0, "em": 0.0}, {"key": "run", "loss": 1.0, "em": 0.0}]
+    assert best(models, "loss", lower=True) == "run" and best(models, "loss") == "base"
+    assert best(models, "em") is None  # tied: nobody in bold
+    assert best(models, "judge") is None

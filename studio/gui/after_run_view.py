@@ -37,6 +37,8 @@ class AfterRunView(QFrame):
     """The run folder, when "Chat with it" is clicked."""
     compared = Signal(object)
     """An after_run.Comparison, once the answers are in."""
+    evaluate_requested = Signal(object)
+    """The run folder, when "Evaluate" is clicked (the Evaluate page takes it from there)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -61,6 +63,11 @@ class AfterRunView(QFrame):
         self.chat_button = QPushButton("Chat with it")
         self.chat_button.setToolTip("Open the Chat page on this run, with the base model beside it")
         self.chat_button.clicked.connect(lambda: self.chat_requested.emit(self.run_dir))
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip(
+            "Measure the base and the tuned model: loss, answers against the data's, a report"
+        )
+        self.evaluate_button.clicked.connect(lambda: self.evaluate_requested.emit(self.run_dir))
         head = QHBoxLayout()
         head.addWidget(title)
         head.addSpacing(12)
@@ -68,6 +75,7 @@ class AfterRunView(QFrame):
         head.addStretch(1)
         head.addWidget(self.compare_button)
         head.addWidget(self.chat_button)
+        head.addWidget(self.evaluate_button)
         # One rich-text table: it wraps, scrolls and copies like a document, where a grid of
         # word-wrapped labels in a scroll area gets squeezed instead of scrolling.
         self.table = QTextBrowser()

@@ -28,7 +28,7 @@ from studio.gui.pages.model import ModelPage
 from studio.gui.pages.train import TrainPage
 from studio.gui.state import AppState, probe_device
 
-PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export")
+PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate")
 
 
 def warm_up() -> tuple[str, int | None, bool]:
@@ -80,6 +80,10 @@ class MainWindow(QMainWindow):
         from studio.gui.pages.export import ExportPage  # no torch: exports run as a child
 
         self.add_page("Export", ExportPage(self.state))
+        from studio.gui.pages.evaluate import EvaluatePage  # no torch: it runs as a child
+
+        self.add_page("Evaluate", EvaluatePage(self.state))
+        self.pages["Train"].after_run.evaluate_requested.connect(self.evaluate_run)
         self.home.new_run_requested.connect(self.new_fine_tune)
         self.home.open_requested.connect(self.open_project_dialog)
         self.home.demo_requested.connect(self.open_demo)
@@ -221,6 +225,11 @@ class MainWindow(QMainWindow):
         """The Train page's "Chat with it": the run's model beside its base, on the Chat page."""
         self.pages["Chat"].open_run(run_dir)
         self.show_page("Chat")
+
+    def evaluate_run(self, run_dir) -> None:
+        """The Train page's "Evaluate": the run on the Evaluate page, its last report shown."""
+        self.pages["Evaluate"].open_run(run_dir)
+        self.show_page("Evaluate")
 
     # --- device -----------------------------------------------------------------------
 

@@ -125,9 +125,10 @@ def past_reports(run_dir: str | Path) -> list[Path]:
 
 
 def best(models: list[dict], metric: str, lower: bool = False) -> str | None:
-    """The key of the model best on `metric` (None when no model has it)."""
+    """The key of the model alone best on `metric` (None when none has it, or on a tie)."""
     have = [m for m in models if m.get(metric) is not None]
     if not have:
         return None
-    pick = min if lower else max
-    return pick(have, key=lambda m: m[metric])["key"]
+    top = (min if lower else max)(m[metric] for m in have)
+    winners = [m["key"] for m in have if m[metric] == top]
+    return winners[0] if len(winners) == 1 else None  # a tie has no best
