@@ -361,3 +361,25 @@ def test_wizard_next_button_waits_for_a_fitting_file(window, qtbot, tmp_path):
     wiz.steps[0].goals.set_goal(PREFERENCES)
     assert wiz.button(QWizard.WizardButton.NextButton).isEnabled()
     wiz.reject()
+
+
+def test_the_wizard_opens_on_the_projects_last_goal_and_keeps_its_method(window, tmp_path):
+    import dataclasses
+
+    from studio.gui.goals import with_goal
+
+    cfg = window.state.config
+    window.state.update_config(train=dataclasses.replace(cfg.train, mode="orpo"))
+    window.new_fine_tune()
+    assert window.wizard.goal() is PREFERENCES
+    window.wizard.reject()
+    orpo = window.state.config
+    assert with_goal(orpo, PREFERENCES).train.mode == "orpo"  # kept: one of the goal's methods
+    assert with_goal(orpo, ANSWERS).train.mode == "sft"
+    distill = with_goal(orpo, DISTILL, "big", "4bit")
+    assert (distill.train.mode, distill.distill.teacher, distill.distill.teacher_quant) == (
+        "distill", "big", "4bit",
+    )  # fmt: skip
+    assert with_goal(distill, ANSWERS).distill.teacher == ""  # no stray --teacher for SFT
+    with pytest.raises(ConfigError):
+        with_goal(orpo, DISTILL)  # distillation without a teacher is refused, by name
