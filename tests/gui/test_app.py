@@ -99,7 +99,9 @@ def test_every_page_opens(window, qtbot):
 
 
 def test_shortcuts_switch_pages(window, qtbot):
-    for i, name in enumerate(["Home", "Data", "Model", "Train", "Chat", "Export"], start=1):
+    for i, name in enumerate(
+        ["Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate"], start=1
+    ):
         qtbot.keyClick(window, getattr(Qt.Key, f"Key_{i}"), Qt.KeyboardModifier.ControlModifier)
         assert window.current_page() == name
     qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
@@ -113,10 +115,10 @@ def test_add_page_registers_and_replaces(window):
     extra = QLabel("extra")
     window.add_page("Extra", extra)
     window.show_page("Extra")
-    assert window.stack.currentWidget() is extra and window.sidebar.count() == 7
+    assert window.stack.currentWidget() is extra and window.sidebar.count() == 8
     chat = QLabel("real chat page")
     window.add_page("Chat", chat)
-    assert window.pages["Chat"] is chat and window.sidebar.count() == 7
+    assert window.pages["Chat"] is chat and window.sidebar.count() == 8
     window.show_page("Chat")
     assert window.stack.currentWidget() is chat
 
