@@ -18,7 +18,7 @@ import yaml
 
 from studio.core.errors import ConfigError
 
-FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
+FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text", "pairs")
 TEMPLATES = ("auto", "chatml", "alpaca", "llama2")
 
 # run.yaml field -> `studio train` flag (the flags of issue 3). Fields without a flag travel

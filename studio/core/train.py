@@ -26,7 +26,7 @@ from pathlib import Path
 
 from studio.core import checkpoint as ckpt
 from studio.core import runs
-from studio.core.config import RunConfig
+from studio.core.config import PAIR_MODES, RunConfig
 from studio.core.data.examples import IGNORE, Example, build_examples
 from studio.core.data.packing import collate, pack_rows, single_rows
 from studio.core.distributed import World, init_world
@@ -87,6 +87,10 @@ def _to(batch, device):
 def make_rows(examples: list[Example], cfg: RunConfig) -> list[list[int]]:
     t = cfg.train
     lengths = [len(e) for e in examples]
+    if t.mode in PAIR_MODES:  # both sides of a pair in one row (studio.core.data.pairs)
+        from studio.core.data.pairs import pair_rows
+
+        return pair_rows(lengths, t.seq_len, t.seed, t.packing)
     return pack_rows(lengths, t.seq_len, t.seed) if t.packing else single_rows(len(examples))
 
 
@@ -117,19 +121,25 @@ def evaluate(loss_fn, examples, rows, batch_size: int, pad_id: int, device, auto
 
 
 def _prepare_data(cfg: RunConfig, tokenizer):
+    from studio.core.data.pairs import check_mode
     from studio.core.data.split import load_run_split
     from studio.core.data.templates import resolve_template
 
     split = load_run_split(cfg.data, cfg.train.seed)
+    check_mode(cfg.train.mode, split)
     train_ds, val_records = split.train, split.val
     needs_template = any(not r.is_text for r in train_ds.records + list(val_records))
     template = resolve_template(tokenizer, cfg.data.template) if needs_template else None
     args = dict(seq_len=cfg.train.seq_len, train_on=cfg.data.train_on, overlong=cfg.data.overlong)
-    train_ex, stats = build_examples(train_ds.records, tokenizer, template, **args)
+    build = build_examples
+    if cfg.train.mode in PAIR_MODES:  # pairs of examples, labels on the answers only
+        from studio.core.data.pairs import build_pair_examples
+
+        build = build_pair_examples
+        args.pop("train_on")
+    train_ex, stats = build(train_ds.records, tokenizer, template, **args)
     val_ex, val_stats = (
-        build_examples(list(val_records), tokenizer, template, **args)
-        if val_records
-        else ([], None)
+        build(list(val_records), tokenizer, template, **args) if val_records else ([], None)
     )
     if not train_ex:
         raise DataError(
@@ -254,6 +264,10 @@ def _setup_objective(cfg: RunConfig, model, loaded, teacher=None):
         from studio.core.distill import make_objective
 
         return make_objective(teacher, model)
+    if cfg.train.mode in PAIR_MODES:
+        from studio.core.preference import make_objective
+
+        return make_objective(cfg, model)
     from studio.core.objective import LossFn
 
     return LossFn(model)
@@ -309,7 +323,8 @@ def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> I
     )
     yield Log(
         f"{len(split.train.records)} records kept, {split.train.skipped} skipped; "
-        f"{stats.summary(t.seq_len)}; {len(plan.rows)} rows of up to {t.seq_len} tokens; "
+        f"{stats.summary(t.seq_len)}; {len(plan.rows)} rows of up to "
+        f"{t.seq_len * (2 if t.mode in PAIR_MODES else 1)} tokens; "
         f"{len(val_ex)} validation examples"
     )
     yield from _skipped_logs(split, val_stats, t.seq_len)

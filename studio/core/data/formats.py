@@ -2,7 +2,8 @@
 
 Formats: alpaca (instruction/input/output, optional system and history), sharegpt
 (`conversations` of from/value), messages (OpenAI `messages` of role/content) and text
-(a `text` field, or paragraphs of a .txt file). Every chat format ends up as a list of
+(a `text` field, or paragraphs of a .txt file), and pairs (preference pairs: prompt, chosen
+and rejected, read by studio.core.data.pair_records). Every chat format ends up as a list of
 {"role": "system"|"user"|"assistant", "content": str}.
 
 The per-record converters are the hot path of an import (200k records should cost at most
@@ -53,6 +54,7 @@ _EXPECTED = {
     "sharegpt": 'objects with "conversations": a list of {"from", "value"} turns ending with gpt',
     "messages": 'objects with "messages": a list of {"role", "content"} turns ending with assistant',
     "text": 'objects with a "text" field, or plain text',
+    "pairs": 'objects with "prompt", "chosen" and "rejected" (strings, or lists of messages)',
 }
 
 _SAMPLE = 50
@@ -112,6 +114,10 @@ def _row_format(row: Any) -> str | None:
         return "text"
     if not isinstance(row, dict):
         return None
+    # Before the others: pair files often carry "messages" too, and "prompt" + "chosen" would
+    # pass for alpaca's instruction and output.
+    if "chosen" in row and "rejected" in row:
+        return "pairs"
     if "messages" in row:
         return "messages"
     if "conversations" in row:
@@ -141,7 +147,8 @@ def detect_format(sample_rows: list) -> str:
         what = f"the first record is a {_type_name(first)}"
     raise DataError(
         f'cannot tell the data format: {what}; expected "messages" (OpenAI), "conversations" '
-        '(ShareGPT), "instruction" and "output" (Alpaca) or "text", or choose the format.'
+        '(ShareGPT), "instruction" and "output" (Alpaca), "text", or "prompt", "chosen" and "rejected" '
+        "(preference pairs), or choose the format."
     )
 
 
@@ -373,6 +380,10 @@ def _converter(fmt: str, columns: dict[str, str] | None) -> Callable[[Any, int],
         return _alpaca_converter(columns or {})
     if fmt == "text":
         return _text_converter(columns or {})
+    if fmt == "pairs":
+        from studio.core.data.pair_records import convert_pair  # it imports this module
+
+        return convert_pair
     return _unknown_converter
 
 
@@ -539,6 +550,6 @@ def load_dataset(
 
 def _no_valid_record(name: str, fmt: str, problems: list[Problem]) -> str:
     expected = _EXPECTED.get(
-        fmt, "JSON records in a known format (alpaca, sharegpt, messages or text)"
+        fmt, "JSON records in a known format (alpaca, sharegpt, messages, text or pairs)"
     )
     return f"{name} has no valid record: {first_problems(problems)}; expected {expected}."
