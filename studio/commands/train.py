@@ -72,14 +72,21 @@ def add_parser(sub) -> None:
 
 
 def _set(cfg, key: str, value):
+    return _set_all(cfg, {key: value})
+
+
+def _set_all(cfg, values: dict):
     from studio.core.config import RunConfig
 
-    section, _, name = key.partition(".")
+    if not values:
+        return cfg
     d = cfg.to_dict()
-    if name:
-        d[section][name] = value
-    else:
-        d[section] = value
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if name:
+            d[section][name] = value
+        else:
+            d[section] = value
     return RunConfig.from_dict(d)
 
 
@@ -112,10 +119,11 @@ def build_config(args):
                 cfg = _set(cfg, key, value)
     from studio.core.config import FLAGS
 
-    for key in FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            cfg = _set(cfg, key, value)
+    # All flags at once: settings checked together (--mode distill needs --teacher) must
+    # not be judged half-set.
+    cfg = _set_all(
+        cfg, {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None}
+    )
     if getattr(args, "gpus", None) is not None:
         from studio.core.launch import check_gpus, gpu_count
 

@@ -350,6 +350,7 @@ def generate_answers(cfg: RunConfig, teacher, tokenizer) -> tuple[Path, str]:
         else:
             empty += 1
     rows.sort(key=lambda r: r[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for _, row in rows)
