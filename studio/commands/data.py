@@ -129,7 +129,8 @@ def format_report(report: dict, colour: bool = False) -> str:
     if tokens:
         lines.append(
             f"tokens:  min {tokens['min']}, mean {tokens['mean']}, p50 {tokens['p50']}, "
-            f"p95 {tokens['p95']}, max {tokens['max']} over {tokens['count']} records"
+            f"p95 {tokens['p95']}, max {tokens['max']} over {tokens['count']} "
+            f"{'sequences (two a pair)' if report['format'] == 'pairs' else 'records'}"
         )
         lines.append(
             f"         {tokens['over_seq_len']} longer than --seq-len {tokens['seq_len']} "
@@ -145,7 +146,13 @@ def format_report(report: dict, colour: bool = False) -> str:
         lines.append(
             f"first example (line {example['line']}, {example['tokens']} tokens, {legend}):"
         )
-        lines.append(mark(example["segments"], colour))
+        if example.get("rejected_segments"):  # a preference pair: both sides
+            lines.append("chosen:")
+            lines.append(mark(example["segments"], colour))
+            lines.append("rejected:")
+            lines.append(mark(example["rejected_segments"], colour))
+        else:
+            lines.append(mark(example["segments"], colour))
     return "\n".join(lines)
 
 

@@ -68,9 +68,15 @@ def token_report(
     # Plain-text records never touch the chat template, so a model without one is fine there.
     needs_template = any(not r.is_text for r in ds.records)
     chat_template = resolve_template(tokenizer, template) if needs_template else None
-    examples, stats = build_examples(
-        ds.records, tokenizer, chat_template, seq_len, train_on=train_on, overlong="truncate"
-    )
+    pairs = ds.format == "pairs"
+    if pairs:  # two examples a pair (prompt + chosen, prompt + rejected), loss on the answers
+        from studio.core.data.pairs import build_pair_examples
+
+        examples, stats = build_pair_examples(ds.records, tokenizer, chat_template, seq_len)
+    else:
+        examples, stats = build_examples(
+            ds.records, tokenizer, chat_template, seq_len, train_on=train_on, overlong="truncate"
+        )
     report: dict[str, Any] = {
         "model": model,
         "tokens": length_stats(stats.lengths, seq_len),
@@ -95,6 +101,10 @@ def token_report(
                 {"text": t, "trained": bool(tr)} for t, tr in render_marked(first, tokenizer)
             ],
         }
+        if pairs:  # the same pair's rejected side; token statistics count both sides
+            report["example"]["rejected_segments"] = [
+                {"text": t, "trained": bool(tr)} for t, tr in render_marked(examples[1], tokenizer)
+            ]
     return report
 
 
