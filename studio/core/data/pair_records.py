@@ -89,7 +89,7 @@ def _prompt(value: Any, key: str) -> list[dict[str, str]]:
     turns = _turn_list(value, key)
     if turns[-1]["role"] != "user":
         raise Invalid(
-            key, f"the prompt ends with a {turns[-1]['role']} turn; it must end with the user's"
+            key, f"the prompt ends with the {turns[-1]['role']}'s turn; it must end with the user's"
         )
     return turns
 
@@ -106,7 +106,7 @@ def _answer(value: Any, key: str, prompt: list[dict[str, str]]) -> str:
     turns = _turn_list(value, key)
     last = turns[-1]
     if last["role"] != "assistant":
-        raise Invalid(key, f"the answer is a {last['role']} turn; it must be the assistant's")
+        raise Invalid(key, f"the answer is the {last['role']}'s turn; it must be the assistant's")
     before = turns[:-1]
     # Whole conversations beside a prompt (UltraFeedback): their turns before the answer must
     # be the prompt's, so that the pair is what it says it is.
