@@ -139,3 +139,18 @@ def test_sigkill_then_resume_matches_uninterrupted_dpo_run(tiny_model, pairs, tm
         assert got[s] == pytest.approx(want[s], rel=1e-4, abs=1e-6), s
     resumed = [e for e in read_events(run / "events.jsonl") if e.type == "log"]
     assert any("resumed from" in e.message for e in resumed)
+
+
+def test_python_api_trains_a_preference_mode(tiny_model, pairs, tmp_path):
+    from studio.core.api import Trainer
+
+    trainer = Trainer(tiny_model, LoraConfig(r=4, lora_alpha=8), output=str(tmp_path / "api"))
+    result = trainer.train(pairs, mode="simpo", beta=2.5, simpo_gamma=0.3, max_steps=3, seq_len=64)
+    assert result.status == "completed" and len(result.metrics["losses"]) == 3
+    assert 0 <= result.metrics["rewards/accuracies"] <= 1 and "rewards/margins" in result.metrics
+    saved = RunConfig.load(tmp_path / "api" / "run.yaml")
+    assert (saved.train.mode, saved.preference.beta, saved.preference.simpo_gamma) == (
+        "simpo",
+        2.5,
+        0.3,
+    )

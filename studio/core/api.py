@@ -19,6 +19,7 @@ from studio.core.config import (
     DistillConfig,
     LoraConfig,
     ModelConfig,
+    PreferenceConfig,
     RunConfig,
     TrainConfig,
 )
@@ -39,7 +40,10 @@ class Trainer:
     """Fine-tune `model_path` with LoRA `config`. Extra keyword arguments set ModelConfig,
     TrainConfig or DataConfig fields (e.g. quant="4bit", seq_len=1024, val_split=0.1), and
     distillation's as the CLI names them: mode="distill", teacher="org/big-model",
-    teacher_quant="4bit", distill_alpha=0.5, distill_temperature=2.0, distill_loss="jsd"."""
+    teacher_quant="4bit", distill_alpha=0.5, distill_temperature=2.0, distill_loss="jsd";
+    and preference tuning's: mode="dpo" (or "orpo", "simpo") on a file of pairs, beta=0.1,
+    simpo_gamma=0.5. A preference run's metrics add the last step's rewards/chosen,
+    rewards/rejected, rewards/margins and rewards/accuracies."""
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class Trainer:
         names = {(f.name if f.name.startswith("teacher") else f"distill_{f.name}"): f.name
                  for f in dataclasses.fields(DistillConfig)}  # fmt: skip
         distill = {names[k]: opts.pop(k) for k in list(opts) if k in names}
+        # Preference tuning (mode="dpo", "orpo" or "simpo"): beta= and simpo_gamma=.
+        preference = {k: opts.pop(k) for k in ("beta", "simpo_gamma") if k in opts}
         if opts:
             raise TypeError(f"unknown training option(s): {', '.join(sorted(opts))}")
         output = (
@@ -78,6 +84,7 @@ class Trainer:
             data=DataConfig(path=str(data_path), **sections["data"]),
             train=TrainConfig(**sections["train"]),
             distill=DistillConfig(**distill),
+            preference=PreferenceConfig(**preference),
             output=str(Path(output).resolve()),
         )
 
@@ -95,10 +102,12 @@ class Trainer:
         cfg = self._config(data_path, overrides, self.last_output if resume else None)
         self.last_output = cfg.output  # train(resume=True) continues this run
         losses: list[float] = []
+        last_step: dict[str, float] = {}  # the last step's own figures (a preference run's rewards)
 
         def collect(event):
             if event.type == "step":
                 losses.append(event.loss)
+                last_step.update(event.metrics)
 
         if cfg.train.processes > 1:  # torchrun ranks in child processes; rank 0 writes the run
             from studio.core.events import read_events
@@ -109,9 +118,11 @@ class Trainer:
             last = events[-1] if events else None
             by_step = {e.step: e.loss for e in events if e.type == "step"}
             losses = [by_step[s] for s in sorted(by_step)]
+            last_step.update(next((e.metrics for e in reversed(events) if e.type == "step"), {}))
         else:
             last = run_training(cfg, resume=resume, on_event=collect)
         metrics: dict[str, Any] = {"losses": losses, "steps": getattr(last, "step", 0)}
+        metrics.update({k: v for k, v in last_step.items() if k.startswith("rewards/")})
         if last is None or last.type == "error":
             message = getattr(last, "message", "training produced no events")
             if raise_on_failure:
