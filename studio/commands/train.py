@@ -237,7 +237,7 @@ class Progress:
             text = (
                 f"[{bar}] {event.step}/{self.total} loss {event.loss:.4f} lr {event.lr:.2e} "
                 f"{event.tokens_per_s:,.0f} tok/s ETA {_hms(event.eta_s)}"
-            )
+            ) + _rewards(event.metrics)
             if self.tty:
                 self.stream.write("\r" + text)
                 self.stream.flush()
@@ -245,7 +245,9 @@ class Progress:
                 self.last_plain = time.monotonic()
                 self._line(text)
         elif kind == "eval":
-            self._line(f"step {event.step}: eval loss {event.eval_loss:.4f}")
+            self._line(
+                f"step {event.step}: eval loss {event.eval_loss:.4f}{_rewards(event.metrics)}"
+            )
         elif kind == "checkpoint":
             self._line(f"checkpoint: {event.path}")
         elif kind == "done":
@@ -405,3 +407,10 @@ def _print_samples(cfg, n: int) -> None:
         print(f"  base:  {s.base}{'' if s.base_stopped else cut}")
         print(f"  tuned: {s.tuned}{'' if s.tuned_stopped else cut}")
     print("\n" + result.summary())
+
+
+def _rewards(metrics: dict) -> str:
+    """A preference run's reward margin and accuracy, for the progress line ("" otherwise)."""
+    if "rewards/margins" not in metrics:
+        return ""
+    return f" margin {metrics['rewards/margins']:.3f} acc {metrics['rewards/accuracies']:.0%}"
