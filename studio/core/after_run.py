@@ -122,6 +122,8 @@ def load_comparison(run_dir: str | Path) -> Comparison | None:
 def prompt_of(record: Record) -> Sample | None:
     """The record as a prompt (everything before its last answer) and that answer."""
     msgs = record.messages or []
+    if record.is_pair:  # the prompt's turns end with the user's; the better answer is the reference
+        return Sample([dict(m) for m in msgs], record.chosen)
     last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
     if last < 1 or not any(m["role"] == "user" for m in msgs[:last]):
         return None
