@@ -138,6 +138,8 @@ class DistillLoss(LossFn):
     def _chunk(self, student, teacher, labels):
         """(loss sum, divergence sum, cross-entropy sum) over one chunk of answer tokens."""
         s_logits = (self.head(student) if self.fast else student).float()
+        # The teacher's head runs here too (again in the backward pass): one matmul is
+        # cheaper than keeping its logits for every answer token.
         with torch.no_grad():
             t_logits = self.teacher.head(teacher) if self.teacher.fast else teacher
         ce = F.cross_entropy(s_logits, labels, reduction="sum")
