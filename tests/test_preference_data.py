@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from studio.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from studio.core.data.formats import detect_format, load_dataset
@@ -128,3 +130,29 @@ def test_a_pair_file_for_sft_and_an_sft_file_for_dpo_are_one_sentence(tiny_model
     with pytest.raises(ConfigError, match="train it with --mode sft") as e:
         next(train(_config(tiny_model, answers, "dpo", tmp_path)))
     assert "sft.jsonl is in the messages format" in str(e.value)
+
+
+_turn = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "gpt", "bogus", 3])},
+    optional={"content": st.one_of(st.text(max_size=5), st.none(), st.integers())},
+)
+_value = st.one_of(st.none(), st.text(max_size=5), st.integers(), st.lists(_turn, max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    row=st.dictionaries(
+        st.sampled_from(["prompt", "chosen", "rejected", "system", "question"]), _value
+    )
+)
+def test_any_near_pair_is_a_pair_or_a_reason(row):
+    """Whatever shape a record has, it becomes a pair or a Problem-ready Invalid, never a crash."""
+    from studio.core.data.formats import Invalid
+    from studio.core.data.pair_records import convert_pair
+
+    try:
+        r = convert_pair(row, 1)
+    except Invalid as e:
+        assert e.message and isinstance(e.field, str)
+        return
+    assert r.messages[-1]["role"] == "user" and r.chosen.strip() and r.rejected.strip()
