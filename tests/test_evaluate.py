@@ -307,3 +307,19 @@ def test_events_flag_prints_json_lines(trained, capsys):
     stages = [x["stage"] for x in lines if x["type"] == "progress"]
     assert stages[0] == "loading" and "loss" in stages and "answers" in stages
     assert lines[-1]["type"] == "done" and lines[-1]["adapter"].endswith("events")
+
+
+def test_a_pair_file_is_evaluated_on_its_prompts_against_the_chosen_answers(trained, tmp_path):
+    """A preference run's data: each pair's chosen answer is the reference, the rejected one is
+    never scored as right."""
+    base, _, run = trained
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": q, "chosen": a, "rejected": "I do not know."} for q, a in QA]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    opts = EvalOptions(runs=[str(run)], data=str(pairs), name="pairs", max_new_tokens=12)
+    run_evaluation(opts)
+    report = read_report(run / "eval" / "pairs")
+    assert {s["reference"] for s in report["samples"]} == {a for _, a in QA}
+    assert {s["prompt"] for s in report["samples"]} == {q for q, _ in QA}
+    base_row, tuned = report["models"]
+    assert tuned["exact_match"] == 1.0 and tuned["loss"] < 0.1 < base_row["loss"]

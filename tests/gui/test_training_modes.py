@@ -26,18 +26,13 @@ PAIRS = [
 
 
 def pair_dataset(path) -> Dataset:
-    """A file of preference pairs as the import gives it (the records mark it as pairs)."""
+    """A file of preference pairs, imported by the core's own reader."""
+    from studio.core.data.formats import load_dataset
+
     path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS), encoding="utf-8")
-    records = [
-        Record(
-            line=i + 1,
-            messages=[{"role": "user", "content": p["prompt"]}],
-            chosen=p["chosen"],
-            rejected=p["rejected"],
-        )
-        for i, p in enumerate(PAIRS)
-    ]
-    return Dataset(path=str(path), format="auto", records=records)
+    ds = load_dataset(path)
+    assert ds.format == "pairs" and all(r.is_pair for r in ds.records) and ds.kept == 2
+    return ds
 
 
 def _open(window, qtbot, data, goal):
@@ -162,7 +157,7 @@ def test_a_file_that_does_not_fit_the_goal_is_said_not_trained(
     assert step.isComplete() and "does not" not in step.status.text()
     data = write_jsonl("answers.jsonl", [alpaca(1), alpaca(2)])
     step.path.setText(str(data))
-    step.check()
+    step.format.setCurrentText("auto")  # it showed the pairs file's detected format; this checks
     qtbot.waitUntil(lambda: step._task is None and step.dataset is not None, timeout=30000)
     assert not step.isComplete() and "not pairs of a better and a worse answer" in (
         step.status.text()
@@ -383,3 +378,28 @@ def test_the_wizard_opens_on_the_projects_last_goal_and_keeps_its_method(window,
     assert with_goal(distill, ANSWERS).distill.teacher == ""  # no stray --teacher for SFT
     with pytest.raises(ConfigError):
         with_goal(orpo, DISTILL)  # distillation without a teacher is refused, by name
+
+
+def test_a_pairs_token_length_is_its_longer_side(tmp_path, tiny_model):
+    """The Data page's histogram counts a pair as it trains: prompt plus its longer answer."""
+    from studio.core.data.examples import build_examples
+    from studio.core.data.templates import resolve_template
+    from studio.core.models import load_tokenizer
+    from studio.gui.pages.data import tokenize_records
+
+    records = pair_dataset(tmp_path / "pairs.jsonl").records
+    got = tokenize_records(records, str(tiny_model), "auto", 256, "assistant", False)
+    tok = load_tokenizer(str(tiny_model))
+    chat = resolve_template(tok, "auto")
+    expected = []
+    for r in records:
+        sides = [
+            Record(r.line, [*r.messages, {"role": "assistant", "content": answer}])
+            for answer in (r.chosen, r.rejected)
+        ]
+        expected.append(max(build_examples(sides, tok, chat, 256)[1].lengths))
+    assert got.lengths == expected and len(expected) == 2
+    assert all(
+        n > len(tok(r.messages[0]["content"])["input_ids"]) + 2
+        for n, r in zip(expected, records, strict=True)
+    )

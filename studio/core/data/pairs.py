@@ -73,6 +73,23 @@ def build_pair_examples(
     return examples, stats
 
 
+def as_answers(records: list[Record]) -> list[Record]:
+    """Pairs as conversations answered by their chosen answer (what evaluation compares a
+    model's answer with); other records as they are."""
+    return [
+        Record(r.line, [*r.messages, {"role": "assistant", "content": r.chosen}])
+        if r.is_pair
+        else r
+        for r in records
+    ]
+
+
+def pair_lengths(stats: PairStats) -> list[int]:
+    """A token length per pair: its longer side (seq_len bounds each side)."""
+    n = stats.lengths
+    return [max(n[i], n[i + 1]) for i in range(0, len(n) - 1, 2)]
+
+
 def _fit(
     pair: list[Example], line: int, seq_len: int, overlong: str, stats: PairStats
 ) -> list[Example]:

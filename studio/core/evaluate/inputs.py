@@ -110,7 +110,9 @@ def resolve_runs(paths: list[str]) -> list[RunInput]:
 def load_eval_data(opts: EvalOptions, first: RunInput) -> EvalData:
     """--data, else the first run's validation split (the records it did not train on)."""
     from studio.core.data.formats import load_dataset
+    from studio.core.data.pairs import as_answers
 
+    # A preference run is evaluated on its prompts, its chosen answers as the references.
     if opts.data:
         if not Path(opts.data).expanduser().is_file():
             raise DataError(f"data: no such file: {opts.data}", field="data")
@@ -118,7 +120,8 @@ def load_eval_data(opts: EvalOptions, first: RunInput) -> EvalData:
             ds = load_dataset(Path(opts.data).expanduser())
         except DataError as e:
             raise DataError(f"data: {e.message}", field="data") from None
-        return EvalData(ds.records, "file", str(Path(opts.data).expanduser().resolve()), ds.skipped)
+        where = str(Path(opts.data).expanduser().resolve())
+        return EvalData(as_answers(ds.records), "file", where, ds.skipped)
     if first.cfg is None:
         raise DataError(
             f"data: {first.key} is not in a run folder (no run.yaml), so it has no validation "
@@ -136,7 +139,7 @@ def load_eval_data(opts: EvalOptions, first: RunInput) -> EvalData:
         )
     path = first.cfg.data.eval_path or first.cfg.data.path
     skipped = split.val_file.skipped if split.val_file is not None else 0
-    return EvalData(list(split.val), "validation", path, skipped)
+    return EvalData(as_answers(list(split.val)), "validation", path, skipped)
 
 
 def report_home(first: RunInput) -> Path:

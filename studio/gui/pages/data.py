@@ -97,10 +97,15 @@ def tokenize_records(
     chat = resolve_template(tokenizer, template) if any(not r.is_text for r in records) else None
     lengths: list[int] = []
     chunk = 2000
+    pairs = bool(records) and records[0].is_pair
     for start in range(0, len(records), chunk):
-        _, stats = build_examples(
-            records[start : start + chunk], tokenizer, chat, seq_len, train_on, "truncate"
-        )
+        part = records[start : start + chunk]
+        if pairs:  # a pair's length is its longer side: seq_len bounds each side
+            from studio.core.data.pairs import build_pair_examples, pair_lengths
+
+            lengths += pair_lengths(build_pair_examples(part, tokenizer, chat, seq_len)[1])
+            continue
+        _, stats = build_examples(part, tokenizer, chat, seq_len, train_on, "truncate")
         lengths += stats.lengths
         if progress is not None:
             progress(min(start + chunk, len(records)), len(records))
