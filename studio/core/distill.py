@@ -80,19 +80,6 @@ def token_divergence(student_logits, teacher_logits, kind: str = "forward_kl",
 # ----------------------------------------------------------------------------- the objective
 
 
-def labelled_states(fn: LossFn, batch, mask):
-    """What the LM head needs at the labelled positions: hidden states on the fast path (the
-    head is applied later, chunk by chunk), else the model's own logits there."""
-    if fn.fast:
-        hidden = fn.decoder(
-            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-        ).last_hidden_state
-        return hidden[:, :-1][mask]
-    out = fn.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   use_cache=False)  # fmt: skip
-    return out.logits[:, :-1][mask]
-
-
 class DistillLoss(LossFn):
     """The student's loss against a frozen teacher; units are labelled tokens (as SFT).
 
@@ -113,9 +100,9 @@ class DistillLoss(LossFn):
             self.teacher.check_fast_path(batch)
         target = batch["labels"][:, 1:]
         mask = target != IGNORE
-        student = labelled_states(self, batch, mask)
+        student = self.labelled_states(batch, mask)
         with torch.no_grad():
-            teacher = labelled_states(self.teacher, batch, mask)
+            teacher = self.teacher.labelled_states(batch, mask)
         labels = target[mask]
         # Recompute each chunk's logits in the backward pass rather than keep them all.
         recompute = torch.is_grad_enabled() and student.requires_grad

@@ -87,20 +87,26 @@ class LossFn(Objective):
             self.model.train(was_training)
         self.fast = bool((own - fast).abs().max() <= 0.02 * own.abs().max() + 1e-4)
 
-    def forward(self, batch):
+    def labelled_states(self, batch, mask):
+        """What the LM head needs at the labelled positions (`mask` over the shifted tokens):
+        hidden states on the fast path (the head is applied later, so a caller may apply it
+        in chunks), else the model's own logits there."""
         if not self.checked:
             self.check_fast_path(batch)
+        ids, pos = batch["input_ids"], batch["position_ids"]
+        if self.fast:
+            hidden = self.decoder(input_ids=ids, position_ids=pos, use_cache=False)
+            return hidden.last_hidden_state[:, :-1][mask]
+        return self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1][mask]
+
+    def label_logits(self, batch, mask):
+        """The logits at the labelled positions, computed only there on the fast path."""
+        states = self.labelled_states(batch, mask)
+        return self.head(states) if self.fast else states
+
+    def forward(self, batch):
         target = batch["labels"][:, 1:]
         mask = target != IGNORE
-        if self.fast:
-            hidden = self.decoder(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            ).last_hidden_state
-            logits = self.head(hidden[:, :-1][mask])
-        else:
-            out = self.model(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            )
-            logits = out.logits[:, :-1][mask]
+        logits = self.label_logits(batch, mask)
         loss = F.cross_entropy(logits.float(), target[mask], reduction="sum")
         return loss, int(mask.sum())

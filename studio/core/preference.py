@@ -106,16 +106,7 @@ class PreferenceLoss(LossFn):
 
         mask, seq, count = sequence_labels(batch)
         target = batch["labels"][:, 1:][mask]
-        if self.fast:
-            hidden = self.decoder(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            ).last_hidden_state
-            logits = self.head(hidden[:, :-1][mask])
-        else:
-            out = self.model(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            )
-            logits = out.logits[:, :-1][mask]
+        logits = self.label_logits(batch, mask)
         logp = -F.cross_entropy(logits.float(), target, reduction="none")
         sums = torch.zeros(count, device=logp.device).index_add(0, seq, logp)
         tokens = torch.zeros(count, device=logp.device).index_add_(0, seq, torch.ones_like(logp))
