@@ -10,6 +10,7 @@ from studio.core.model_info import (
     GB,
     ModelInfo,
     estimate_memory,
+    human_bytes,
     list_cached_models,
     lora_param_count,
     read_model_info,
@@ -130,3 +131,36 @@ def test_quantization_checkpointing_and_batch_change_the_estimate():
     assert estimate_memory(info, base, on_gpu=False).weights == info.num_params * 2  # dtype set
     auto_cpu = RunConfig(train=TrainConfig(batch_size=1, seq_len=64))
     assert estimate_memory(info, auto_cpu, on_gpu=False).weights == info.num_params * 4
+
+
+def test_the_estimate_counts_a_preference_rows_two_answers_and_a_teacher():
+    from studio.core.config import DistillConfig
+
+    info = _big()
+    sft = RunConfig(
+        model=ModelConfig(dtype="bfloat16"), train=TrainConfig(batch_size=2, seq_len=512)
+    )
+    dpo = dataclasses.replace(sft, train=dataclasses.replace(sft.train, mode="dpo"))
+    a_sft = estimate_memory(info, sft, on_gpu=True).activations
+    # A pair row holds up to 2 x seq_len tokens (both answers); the reference pass keeps nothing.
+    assert estimate_memory(info, dpo, on_gpu=True).activations == pytest.approx(2 * a_sft, rel=0.01)
+    assert estimate_memory(info, sft, on_gpu=True).teacher == 0
+
+    teacher = _big()
+    distill = dataclasses.replace(
+        sft,
+        train=dataclasses.replace(sft.train, mode="distill"),
+        distill=DistillConfig(teacher="t", teacher_quant="4bit", chunk_tokens=1024),
+    )
+    est = estimate_memory(info, distill, 80 * GB, on_gpu=True, teacher=teacher)
+    q4 = RunConfig(model=ModelConfig(dtype="bfloat16", quant="4bit"))
+    teacher_weights = estimate_memory(teacher, q4, on_gpu=True).weights  # the same NF4 arithmetic
+    assert est.teacher == teacher_weights + 1024 * teacher.vocab_size * 16
+    assert (
+        est.total
+        == est.weights + est.lora + est.optimizer + est.activations + est.overhead + est.teacher
+    )
+    assert 3 * GB < teacher_weights < 4 * GB < est.teacher < 5 * GB  # NF4 weights + logits
+    assert f"teacher {human_bytes(est.teacher)}" in est.summary()
+    # Without the teacher's config the estimate says nothing of it rather than guess.
+    assert estimate_memory(info, distill, on_gpu=True).teacher == 0

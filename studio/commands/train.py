@@ -279,7 +279,12 @@ def _print_estimate(cfg) -> None:
 
         if torch.cuda.is_available() and cfg.model.device in ("auto", "cuda"):
             total = torch.cuda.get_device_properties(0).total_memory
-        print(estimate_memory(info, cfg, total).summary(), file=sys.stderr)
+        teacher = None
+        if cfg.train.mode == "distill":
+            teacher = read_model_info(
+                cfg.distill.teacher, trust_remote_code=cfg.model.trust_remote_code
+            )
+        print(estimate_memory(info, cfg, total, teacher=teacher).summary(), file=sys.stderr)
     except Exception as e:  # an estimate is advice; never block training on it
         print(
             f"(no memory estimate: {str(e).splitlines()[0] if str(e) else type(e).__name__})",

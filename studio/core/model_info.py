@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.core.config import RunConfig
+from studio.core.config import PAIR_MODES, RunConfig
 from studio.core.errors import ModelError
 from studio.core.model_size import check_structure, config_sizes
 from studio.core.models import linear_layers
@@ -295,10 +295,15 @@ class MemoryEstimate:
     lora_params: int
     weight_format: str
     device_total: int | None = None
+    teacher: int = 0
+    """Distillation: the teacher's weights and its logits for one chunk of answer tokens."""
 
     @property
     def total(self) -> int:
-        return self.weights + self.lora + self.optimizer + self.activations + self.overhead
+        return (
+            self.weights + self.lora + self.optimizer + self.activations + self.overhead
+            + self.teacher
+        )  # fmt: skip
 
     @property
     def fits(self) -> bool | None:
@@ -314,6 +319,8 @@ class MemoryEstimate:
             f"optimizer {human_bytes(self.optimizer)}, activations {human_bytes(self.activations)}, "
             f"overhead {human_bytes(self.overhead)}"
         )
+        if self.teacher:
+            parts += f", teacher {human_bytes(self.teacher)}"
         line = f"Estimated memory: {human_bytes(self.total)} ({parts})"
         if self.fits is True:
             line += f"; fits in {human_bytes(self.device_total)}."
@@ -354,11 +361,14 @@ def estimate_memory(
     device_total_bytes: int | None = None,
     *,
     on_gpu: bool | None = None,
+    teacher: ModelInfo | None = None,
 ) -> MemoryEstimate:
     """Predict training memory for cfg on info's model.
 
     on_gpu decides what dtype `auto` means (bf16/fp16 on a GPU, fp32 on the CPU); by default
-    it follows cfg.model.device, and for `auto` whether device_total_bytes is given.
+    it follows cfg.model.device, and for `auto` whether device_total_bytes is given. The mode
+    counts too: a preference row holds both answers of its pairs (up to 2 x seq_len tokens; the
+    DPO reference pass keeps no activations), and distillation adds `teacher`'s weights.
     """
     if on_gpu is None:
         on_gpu = cfg.model.device in ("cuda", "mps") or (
@@ -369,25 +379,12 @@ def estimate_memory(
         dtype = "bfloat16" if on_gpu else "float32"
     elem = 4 if dtype == "float32" else 2
 
-    n = info.num_params
-    linear = sum(i * o for _, i, o in info.linear_layers)
-    linear = min(linear, n)
-    if cfg.model.quant == "4bit":
-        # NF4: half a byte a weight, plus one absmax per 64 weights (8-bit with double quant).
-        scale = (1 if cfg.model.double_quant else 4) / 64
-        weights = int(linear * (0.5 + scale) + (n - linear) * elem)
-        fmt = "4-bit NF4"
-    elif cfg.model.quant == "8bit":
-        weights = int(linear * (1 + 4 / 64) + (n - linear) * elem)
-        fmt = "8-bit"
-    else:
-        weights = n * elem
-        fmt = dtype
+    weights, fmt = _weight_bytes(info, cfg.model.quant, cfg.model.double_quant, elem, dtype)
     lora_params = lora_param_count(info, cfg)
     lora = lora_params * 4  # LoRA weights are kept in fp32
     optimizer = lora_params * 12  # AdamW: two fp32 moments + an fp32 gradient
 
-    tokens = cfg.train.batch_size * cfg.train.seq_len
+    tokens = cfg.train.batch_size * cfg.train.seq_len * (2 if cfg.train.mode in PAIR_MODES else 1)
     h, inter, layers = (
         info.hidden_size,
         info.intermediate_size or 4 * info.hidden_size,
@@ -411,4 +408,28 @@ def estimate_memory(
         lora_params=lora_params,
         weight_format=fmt,
         device_total=device_total_bytes,
+        teacher=_teacher_bytes(teacher, cfg, elem, dtype) if cfg.train.mode == "distill" else 0,
     )
+
+
+def _weight_bytes(info: ModelInfo, quant: str, double_quant: bool, elem: int, dtype: str):
+    """(bytes of the weights as loaded, what format that is)."""
+    n = info.num_params
+    linear = min(sum(i * o for _, i, o in info.linear_layers), n)
+    if quant == "4bit":
+        # NF4: half a byte a weight, plus one absmax per 64 weights (8-bit with double quant).
+        scale = (1 if double_quant else 4) / 64
+        return int(linear * (0.5 + scale) + (n - linear) * elem), "4-bit NF4"
+    if quant == "8bit":
+        return int(linear * (1 + 4 / 64) + (n - linear) * elem), "8-bit"
+    return n * elem, dtype
+
+
+def _teacher_bytes(teacher: ModelInfo | None, cfg: RunConfig, elem: int, dtype: str) -> int:
+    """The teacher's weights (at distill.teacher_quant) and, per chunk of answer tokens, its
+    and the student's fp32 logits and log-softmaxes (the chunks bound this)."""
+    if teacher is None:
+        return 0
+    d = cfg.distill
+    weights, _ = _weight_bytes(teacher, d.teacher_quant, True, elem, dtype)
+    return weights + d.chunk_tokens * teacher.vocab_size * 4 * 4

@@ -32,12 +32,16 @@ class MemoryView(QWidget):
         self.verdict.setStyleSheet("")
         self.estimate = None
 
-    def show_estimate(self, info, cfg, state) -> None:
-        """Estimate for info + cfg on the state's device, and say whether it fits."""
-        est = estimate_memory(info, cfg, state.device_total, on_gpu=state.on_gpu)
+    def show_estimate(self, info, cfg, state, teacher=None) -> None:
+        """Estimate for info + cfg on the state's device, and say whether it fits (with a
+        distillation's teacher when its ModelInfo is given)."""
+        est = estimate_memory(info, cfg, state.device_total, on_gpu=state.on_gpu, teacher=teacher)
         self.estimate = est
         v = self.values
-        v["Model weights"].setText(f"{human_bytes(est.weights)}  ({est.weight_format})")
+        weights = f"{human_bytes(est.weights)}  ({est.weight_format})"
+        if est.teacher:
+            weights += f"  + teacher {human_bytes(est.teacher)}"
+        v["Model weights"].setText(weights)
         v["LoRA adapter"].setText(
             f"{human_bytes(est.lora)}  ({est.lora_params / 1e6:.2f} M trainable parameters)"
         )

@@ -358,7 +358,7 @@ class ReviewStep(QWizardPage):
         self.command.setPlainText(command_line(self.w.cfg, "RUN/run.yaml"))
         info = self.w.state.model_info
         if info is not None:
-            self.memory.show_estimate(info, self.w.cfg, self.w.state)
+            self.memory.show_estimate(info, self.w.cfg, self.w.state, self.w.teacher_info())
         self._estimate_time()
 
     def _gpus_changed(self, n: int) -> None:
@@ -474,6 +474,10 @@ class NewRunWizard(QWizard):
         ]
         for step in self.steps:
             self.addPage(step)
+
+    def teacher_info(self):
+        """A distillation's teacher as read on the Model step (None otherwise)."""
+        return self.steps[1].teacher.info if self.cfg.train.mode == "distill" else None
 
     def goal(self):
         """The goals.Goal chosen on the Data step."""

@@ -133,6 +133,9 @@ def test_imitate_a_big_model_picks_a_teacher_and_trains_distill(
     settings, args = _to_review(wiz, qtbot, tiny_model, teacher=tiny_model_no_template)
     # The same size as the student: said, not refused.
     assert "not bigger than the student" in wiz.steps[1].teacher.status.text()
+    # The Review step's memory counts the teacher's weights too.
+    memory = wiz.steps[3].memory
+    assert memory.estimate.teacher > 0 and "+ teacher" in memory.values["Model weights"].text()
     assert args[args.index("--mode") + 1] == "distill"
     assert args[args.index("--teacher") + 1] == str(tiny_model_no_template)
     assert args[args.index("--model") + 1] == str(tiny_model)
