@@ -90,7 +90,7 @@ def test_smoke_prints_first_paint_under_budget(studio_home):
 
 
 def test_every_page_opens(window, qtbot):
-    assert list(window.pages) == ["Home", "Data", "Model", "Train", "Chat", "Export"]
+    assert list(window.pages) == ["Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate"]
     for name, page in window.pages.items():
         window.show_page(name)
         qtbot.wait(10)
