@@ -85,6 +85,35 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_model, tmp_p
     assert int4[12].loss != got[12].loss  # it was compressed
 
 
+@pytest.mark.parametrize("mode", ["dpo", "distill"])
+def test_preference_and_distillation_train_like_one_process(tiny_model, tmp_path, mode):
+    """The objective's own figures (rewards, KL) travel with several processes too, summed over
+    the ranks like the loss."""
+    import dataclasses
+
+    from studio.core.config import DistillConfig
+    from tests.test_preference_train import write_pairs
+
+    data = (write_pairs if mode == "dpo" else write_data)(tmp_path / "data.jsonl")
+    extra = {"distill": DistillConfig(teacher=str(tiny_model))} if mode == "distill" else {}
+
+    def cfg(out, **t):
+        base = config(tiny_model, data, tmp_path / out, max_steps=6, **t)
+        return dataclasses.replace(base, train=dataclasses.replace(base.train, mode=mode), **extra)
+
+    assert run_training(cfg("one", batch_size=4)).type == "done"
+    two = cfg("two", processes=2)
+    two.save(tmp_path / "two.yaml")
+    out = studio_train("--config", str(tmp_path / "two.yaml"), "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    want, got = steps(tmp_path / "one"), steps(tmp_path / "two")
+    key = "rewards/margins" if mode == "dpo" else "kl"
+    for s in range(1, 7):
+        assert got[s].loss == pytest.approx(want[s].loss, rel=2e-4), s
+        assert got[s].metrics[key] == pytest.approx(want[s].metrics[key], rel=1e-3, abs=1e-6), s
+    assert "comm_bytes" in got[6].metrics
+
+
 def rank_pid(run: Path, rank: int) -> int | None:
     import psutil
 

@@ -485,7 +485,7 @@ class Loop:
         metrics = dict(self.extra)
         if self.comm is not None:
             sent, raw = self.comm.take_bytes()
-            metrics = {"comm_bytes": sent, "comm_bytes_fp32": raw}
+            metrics.update(comm_bytes=sent, comm_bytes_fp32=raw)
         return Step(
             step=step,
             epoch=round(step * self.t.grad_accum / self.plan.micro_per_epoch, 4),
