@@ -93,6 +93,16 @@ class Progress(Event):
 
 
 @dataclass
+class Row(Event):
+    """A record made by data generation, as written to its output file (for a live preview)."""
+
+    type = "row"
+    index: int
+    """Its 0-based position in the output file."""
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
 class Done(Event):
     type = "done"
     step: int
@@ -111,7 +121,7 @@ class Failed(Event):
 
 
 EVENT_TYPES = {
-    cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Progress, Done, Failed)
+    cls.type: cls for cls in (Started, Step, Eval, Checkpoint, Log, Progress, Row, Done, Failed)
 }
 
 
