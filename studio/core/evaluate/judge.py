@@ -1,20 +1,20 @@
 """An LLM judge through any OpenAI-compatible endpoint (`studio serve`, vLLM, Ollama, OpenAI).
 
 Each answer is scored 1-10 with a one-sentence reason. A judge is a model's opinion, not a
-measurement: the report keeps its scores apart and says so. The HTTP client is urllib, so the
-judge needs no extra package; the key is sent as a Bearer token and never written anywhere.
+measurement: the report keeps its scores apart and says so. The HTTP client
+(studio.core.openai_client, shared with data generation) is urllib, so the judge needs no
+extra package; the key is sent as a Bearer token and never written anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
-TIMEOUT_S = 120.0
-"""One judgement: a big judge on a busy server can take a while, a dead one must not hang us."""
+from studio.core.openai_client import TIMEOUT_S, ChatClient
+from studio.core.openai_client import Unreachable as JudgeUnreachable  # noqa: F401 - re-exported
+from studio.core.openai_client import chat_url as endpoint  # noqa: F401 - re-exported
 
 SYSTEM = (
     "You are a strict grader. You are shown a question, optionally a reference answer, and an "
@@ -24,24 +24,10 @@ SYSTEM = (
 )
 
 
-class JudgeUnreachable(Exception):
-    """The endpoint cannot be reached or refuses us: no later call would do better."""
-
-
 @dataclass
 class Verdict:
     score: int | None
     reason: str
-
-
-def endpoint(url: str) -> str:
-    """The chat completions URL for a base URL (http://host:port or .../v1)."""
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if not url.endswith("/v1"):
-        url += "/v1"
-    return url + "/chat/completions"
 
 
 def judge_prompt(question: str, reference: str, answer: str) -> str:
@@ -74,42 +60,18 @@ def parse_verdict(text: str) -> Verdict:
 
 class Judge:
     def __init__(self, url: str, model: str, key: str = "", timeout: float = TIMEOUT_S):
-        self.url, self.model, self.key, self.timeout = endpoint(url), model, key, timeout
+        self.client = ChatClient(url, model, key, timeout)
+        self.url, self.model = self.client.url, model
 
     def score(self, question: str, reference: str, answer: str) -> Verdict:
-        body = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": judge_prompt(question, reference, answer)},
-            ],
-            "temperature": 0,
-            "max_tokens": 200,
-        }
-        reply = self._post(body)
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": judge_prompt(question, reference, answer)},
+        ]
+        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 200}
+        reply = self.client.post(body)
         try:
             text = reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             return Verdict(None, f"the judge's reply was not a chat completion: {str(reply)[:200]}")
         return parse_verdict(text)
-
-    def _post(self, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8", "replace"))
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")[:200] if e.fp else ""
-            if e.code in (401, 403, 404):  # wrong key, wrong URL or wrong model: all will fail
-                raise JudgeUnreachable(f"HTTP {e.code} from {self.url}: {detail}") from None
-            return {"error": f"HTTP {e.code}: {detail}"}
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            why = getattr(e, "reason", None) or e
-            raise JudgeUnreachable(f"{self.url} could not be reached ({why})") from None
-        except ValueError:
-            return {"error": "the reply was not JSON"}
