@@ -13,6 +13,7 @@ __all__ = [
     "export",
     "ExportError",
     "evaluate",
+    "generate_data",
     "__version__",
 ]
 
@@ -34,6 +35,10 @@ def __getattr__(name):
         from studio.core.api import evaluate
 
         return evaluate
+    if name == "generate_data":
+        from studio.core.api import generate_data
+
+        return generate_data
     if name == "ExportError":
         from studio.core.export.pipeline import ExportError
 

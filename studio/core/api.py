@@ -4,6 +4,7 @@ result = Trainer(model_path="org/model", config=LoraConfig(r=16)).train(data_pat
 result.adapter_path, result.metrics
 Trainer(...).export(to="gguf", quant="q8_0") or studio.export(run_dir, to="hf")
 studio.evaluate([run_dir], data="held_out.jsonl").model(name)["loss"]
+studio.generate_data("answer", input="prompts.jsonl", output="data.jsonl", model="org/model")
 """
 
 from __future__ import annotations
@@ -217,3 +218,38 @@ def evaluate(
     if last.status == "stopped":
         raise StudioError("the evaluation was cancelled; no report was written")
     return EvalResult(Path(last.adapter), read_report(last.adapter))
+
+
+@dataclass
+class GenerateResult:
+    output: Path
+    """The JSONL written (or continued)."""
+    rows: int
+    """Rows in it now."""
+    status: str
+    """completed, or stopped when cancelled (the rows written are kept)."""
+
+
+def generate_data(
+    mode: str, *, input: str | Path, output: str | Path, on_event=None, cancel=None, **options
+) -> GenerateResult:
+    """Make training data: `studio.generate_data("answer", input="prompts.jsonl",
+    output="answers.jsonl", model="org/model")`.
+
+    mode: answer, paraphrase, self-instruct or pairs. Other keyword arguments set
+    GenerateOptions fields (model=, endpoint=, endpoint_model=, api_key=, quant=, n=, count=,
+    temperature=, top_p=, max_new_tokens=, seed=, batch_size=, judge_url=, overwrite=...).
+    An existing output is continued. Raises a StudioError with one sentence for bad input,
+    RuntimeError for a failure while generating (the rows written stay in the file).
+    """
+    from studio.core.data.generate import GenerateOptions, run_generation
+    from studio.core.errors import StudioError
+
+    opts = GenerateOptions(mode=mode, input=str(input), output=str(output), **options)
+    last = run_generation(opts, on_event=on_event, cancel=cancel)
+    if last is None or last.type == "error":
+        message = getattr(last, "message", "the generation produced no result")
+        if getattr(last, "kind", "") == "input":
+            raise StudioError(message)
+        raise RuntimeError(message)
+    return GenerateResult(Path(last.adapter), last.step, last.status)

@@ -126,7 +126,7 @@ class LocalBackend:
         return text.strip()
 
     def describe(self) -> str:
-        return self.chat.name
+        return self.opts.model + (f" + {self.opts.adapter}" if self.opts.adapter else "")
 
     def close(self) -> None:
         self.chat.close()

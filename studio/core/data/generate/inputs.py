@@ -77,7 +77,7 @@ def to_item(value: Any, line: int) -> Item:
     if prompt is None:
         prompt = row.get("text") if _text(row.get("text")) else None
     if prompt is None:
-        raise Skip("no prompt: expected a prompt (or instruction), messages or text")
+        raise Skip("no prompt, instruction, question, messages or text field")
     extra = row.get("input")
     if _text(extra):
         prompt = f"{prompt}\n\n{extra}"

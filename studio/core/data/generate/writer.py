@@ -27,13 +27,13 @@ class RowWriter:
         """The rows already in the file (read back on a restart)."""
         if self.path.is_dir():
             raise DataError(f"output: {self.path} is a folder; give a .jsonl file to write")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite or not self.path.exists():
-            self.path.write_bytes(b"")
-        else:
+        # Nothing is created or replaced until the first row is made: a model that will not
+        # load or an endpoint that cannot be reached leaves the output as it was.
+        self.fresh = overwrite or not self.path.exists()
+        if not self.fresh:
             self._read_back(mode)
         self.done = {row["meta"]["key"] for row in self.rows}
-        self._fh = open(self.path, "ab")
+        self._fh = None
 
     def _read_back(self, mode: str) -> None:
         data = self.path.read_bytes()
@@ -71,6 +71,9 @@ class RowWriter:
 
     def append(self, record: dict) -> int:
         """Write one row durably; returns its 0-based index in the file."""
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "wb" if self.fresh else "ab")
         line = json.dumps(record, ensure_ascii=False) + "\n"
         self._fh.write(line.encode("utf-8"))
         self._fh.flush()
@@ -80,7 +83,8 @@ class RowWriter:
         return len(self.rows) - 1
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def _parse(raw: bytes) -> dict | None:
