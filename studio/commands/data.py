@@ -62,6 +62,7 @@ def add_parser(sub):
     )
     i.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     i.set_defaults(handler=run)
+    __import__("studio.commands.data_dedupe").commands.data_dedupe.add_parser(data_sub)
     __import__("studio.commands.data_generate").commands.data_generate.add_parser(data_sub)
 
 
