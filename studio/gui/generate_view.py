@@ -61,6 +61,7 @@ class GenerateDialog(QDialog):
         self.job: gj.GenerateJob | None = None
         self.args: list[str] = []
         self.output = ""
+        self._seen = None
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._settings_column())
         split.addWidget(self._preview_column())
@@ -239,8 +240,9 @@ class GenerateDialog(QDialog):
     def refill(self) -> None:
         """The Data page's dataset and the chosen model, as the starting point."""
         ds, info = self.state.dataset, self.state.model_info
-        if ds is not None and not self.input_edit.text().strip():
+        if ds is not None and ds is not self._seen:  # the Data page's file, when new
             self.input_edit.setText(ds.path)
+        self._seen = ds
         model = info.source if info is not None else self.state.config.model.path
         if model and not self.picker.model_edit.text().strip():
             self.picker.model_edit.setText(model)

@@ -155,6 +155,17 @@ class DataPage(QWidget):
         bar.addWidget(QLabel("Format"))
         bar.addWidget(self.format_combo)
         bar.addWidget(self.reimport_button)
+        # Make new rows with a model, or find repeated ones: each in its own dialog.
+        self.generate_button = QPushButton("Generate…")
+        self.generate_button.setToolTip("Make new rows with a model: answers, rewordings, pairs")
+        self.generate_button.clicked.connect(self.open_generate)
+        self.dedupe_button = QPushButton("Find duplicates…")
+        self.dedupe_button.setToolTip(
+            "Find repeated rows, filter by length or language, save a cleaned copy"
+        )
+        self.dedupe_button.clicked.connect(self.open_dedupe)
+        bar.addWidget(self.generate_button)
+        bar.addWidget(self.dedupe_button)
         layout.addLayout(bar)
 
         self.columns_box = QGroupBox("Columns (which column plays which part)")
@@ -235,6 +246,16 @@ class DataPage(QWidget):
         view.horizontalHeader().setStretchLastSection(True)
         view.setAlternatingRowColors(True)
         return view
+
+    def open_generate(self):
+        from studio.gui.generate_view import open_generate
+
+        return open_generate(self)
+
+    def open_dedupe(self):
+        from studio.gui.dedupe_view import open_dedupe
+
+        return open_dedupe(self)
 
     # --- importing ------------------------------------------------------------------
 
