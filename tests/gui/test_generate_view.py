@@ -67,13 +67,21 @@ def test_rows_come_live_and_the_kept_ones_are_imported(qtbot, window, dialog, pr
     assert (
         command.startswith("studio data generate answer --input ") and "--batch-size 1" in command
     )
-    seen_while_running = []
-    dialog.preview.changed.connect(
-        lambda: seen_while_running.append((len(dialog.preview.rows), dialog.job is not None))
-    )
+    seen_while_running, stages = [], []
+
+    def row_came():
+        seen_while_running.append((len(dialog.preview.rows), dialog.job is not None))
+        stages.append((dialog.stage_label.text(), dialog.progress.isVisible()))
+        if len(dialog.preview.rows) == 3:
+            _shoot(dialog, "generate-running.png")
+
+    dialog.preview.changed.connect(row_came)
     assert _run(qtbot, dialog, dialog.generate_button) == "completed", dialog.message.text()
     # Each row reached the preview on its own, while the child was still writing the next.
     assert [n for n, running in seen_while_running if running] == [1, 2, 3, 4, 5]
+    # The progress bar and "Writing rows: k of 5" (with an ETA once it is a second or more).
+    assert all(shown for _, shown in stages) and "Writing rows: 1 of 5" in stages[1][0]
+    assert dialog.stage_label.text() == "Done. 5 rows made." and not dialog.progress.isVisible()
     assert sorted(dialog.preview.rows) == [0, 1, 2, 3, 4]
     output = Path(dialog.output)
     assert output.parent == Path(window.state.project.folder) / "data" / "generated"
