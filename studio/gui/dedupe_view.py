@@ -135,6 +135,7 @@ class DedupeDialog(QDialog):
         self.dataset = None
         self.report = None
         self.by_line: dict[int, object] = {}
+        self.filtered: dict[int, str] = {}
         self._seen = None
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._settings_column())
@@ -333,6 +334,7 @@ class DedupeDialog(QDialog):
         self.task = None
         self.dataset, self.report = result
         self.by_line = {r.line: r for r in self.dataset.records}
+        self.filtered = dict(self.report.filtered)  # line -> why (pairs in the report)
         self._busy(False)
         self.stage_label.setText(f"Done in {self.report.seconds:.1f} s.")
         self._fill_tree()
@@ -361,9 +363,9 @@ class DedupeDialog(QDialog):
         self.tree.clear()
         for n, cluster in enumerate(r.clusters, 1):
             self.tree.addTopLevelItem(self._cluster_item(n, cluster))
-        if r.filtered:
-            group = QTreeWidgetItem([f"Filtered out: {len(r.filtered):,}", "", "", ""])
-            for line, why in sorted(r.filtered.items()):
+        if self.filtered:
+            group = QTreeWidgetItem([f"Filtered out: {len(self.filtered):,}", "", "", ""])
+            for line, why in sorted(self.filtered.items()):
                 child = QTreeWidgetItem([f"Line {line}", "dropped", "", why])
                 child.setData(0, LINE, line)
                 group.addChild(child)
@@ -375,8 +377,8 @@ class DedupeDialog(QDialog):
         self.summary.setText(
             f"<b>{r.records:,}</b> rows in {Path(r.path).name}: <b>{len(r.clusters):,}</b> groups "
             f"of copies ({exact:,} exact, {len(r.clusters) - exact:,} near) and "
-            f"<b>{len(r.filtered):,}</b> {'row' if len(r.filtered) == 1 else 'rows'} filtered out."
-            + ("" if r.clusters or r.filtered else " Nothing to clean up.")
+            f"<b>{len(self.filtered):,}</b> {'row' if len(self.filtered) == 1 else 'rows'} "
+            "filtered out." + ("" if r.clusters or self.filtered else " Nothing to clean up.")
         )
         self._count()
         if self.tree.topLevelItemCount():
@@ -411,7 +413,7 @@ class DedupeDialog(QDialog):
     def dropped_lines(self) -> set[int]:
         """The lines the cleaned copy leaves out: filtered rows and the copies of every
         ticked group."""
-        out = set(self.report.filtered) if self.report is not None else set()
+        out = set(self.filtered)
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
             cluster = item.data(0, LINE)
