@@ -6,7 +6,8 @@ Runs offscreen (no display needed) with a throw-away STUDIO_HOME, so it never to
 settings. Writes home.png, data.png, data-skipped.png, model.png, train.png (during a real
 demo run), train-failed.png, train-history.png, train-finished.png (base vs tuned answers
 after the run), chat.png, chat-suggestions.png, export.png (after a real export of the demo
-run) and the wizard's steps (wizard-1-data.png ... wizard-4-review.png) into OUTDIR.
+run), the wizard's steps (wizard-1-data.png ... wizard-4-review.png), and the Data page's
+tools (generate.png, dedupe.png) into OUTDIR.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(out_dir: str) -> int:
     data.problems_view.selectRow(0)
     shot(window, "data-skipped")
 
+    data_tool_shots(app, window, shot)
     try:
         train_shots(app, window, shot)
         chat_shot(app, window, shot)
@@ -108,6 +110,59 @@ def main(out_dir: str) -> int:
     window.close()
     workers.wait_all()
     return 0
+
+
+def data_tool_shots(app, window, shot) -> None:
+    """The Data page's tools on the demo: generate.png (the demo model answering prompts, the
+    rows reviewed as they came) and dedupe.png (copies found in the demo data)."""
+    import json
+
+    from studio.core import paths
+
+    demo = paths.demo_dir()
+    records = [
+        json.loads(x) for x in (demo / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    questions = [r["messages"][0]["content"] for r in records if r["messages"][0]["role"] == "user"]
+    prompts = Path(os.environ["STUDIO_HOME"]) / "questions.jsonl"
+    rows = [{"prompt": q} for q in questions[:: max(1, len(questions) // 8)][:8]]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = window.pages["Data"]
+    window.show_page("Data")
+    dialog = data.open_generate()
+    try:
+        dialog.resize(1280, 760)
+        dialog.input_edit.setText(str(prompts))
+        dialog.picker.model_edit.setText(str(demo / "model"))
+        dialog.mode_box.setCurrentIndex(dialog.mode_box.findData("answer"))
+        dialog.max_tokens.setValue(32)
+        dialog.batch_size.setValue(1)
+        done = []
+        dialog.finished_run.connect(done.append)
+        dialog.generate_button.click()
+        wait_until(app, lambda: done)
+        dialog.preview.select(0)
+        dialog.preview.mark("accepted")
+        dialog.preview.select(2)
+        dialog.preview.mark("rejected")
+        dialog.preview.select(1)
+        shot(dialog, "generate")
+    finally:
+        dialog.shutdown()
+        dialog.close()
+    dialog = data.open_dedupe()
+    dialog.resize(1280, 760)
+    dialog.file_edit.setText(str(demo / "data.jsonl"))
+    found = []
+    dialog.found.connect(lambda: found.append(True))
+    dialog.find_button.click()
+    wait_until(app, lambda: found)
+    if dialog.tree.topLevelItemCount():
+        group = dialog.tree.topLevelItem(0)
+        group.setExpanded(True)
+        dialog.tree.setCurrentItem(group.child(1) or group)
+    shot(dialog, "dedupe")
+    dialog.close()
 
 
 def train_shots(app, window, shot) -> None:
