@@ -4,8 +4,6 @@ OpenAI-compatible server; lm-evaluation-harness on a local task; bad input in on
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from studio.cli import main
 from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 from studio.core.evaluate import EvalOptions, evaluate_events, read_report, run_evaluation
 from studio.core.generation import CancelToken
+from tests.fake_openai import JSONHandler, serving
 
 QA = [
     ("What colour is the sky?", "Blue."),
@@ -123,40 +122,24 @@ def test_several_runs_share_one_base_and_keep_their_own_numbers(trained, tmp_pat
     assert loss["run-2"] > loss["run"] * 10 and loss["run@step-000010"] < loss["base"]
 
 
-class FakeJudge(BaseHTTPRequestHandler):
+class FakeJudge(JSONHandler):
     """Scores 10 when the graded answer equals the reference in the prompt, else 2."""
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         FakeJudge.seen.append((self.path, self.headers.get("Authorization"), body["model"]))
         text = body["messages"][-1]["content"]
         ref = text.split("Reference answer:\n")[1].split("\n\n")[0]
         answer = text.split("Answer to grade:\n")[1]
         score = 10 if answer.strip() == ref.strip() else 2
-        reply = {"choices": [{"message": {"role": "assistant", "content": json.dumps(
-            {"score": score, "reason": "matches" if score == 10 else "differs"})}}]}  # fmt: skip
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(json.dumps({"score": score, "reason": "matches" if score == 10 else "differs"}))
 
 
 @pytest.fixture
 def judge_server():
     FakeJudge.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-    assert not thread.is_alive()
+    with serving(FakeJudge) as url:
+        yield url
 
 
 def test_the_judge_scores_every_answer_and_is_marked_as_a_judge(trained, judge_server):

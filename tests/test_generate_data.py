@@ -10,8 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,22 +20,23 @@ from studio.core.data.generate.writer import RowWriter
 from studio.core.data.inspect import inspect_file
 from studio.core.errors import ConfigError, StudioError
 from studio.core.generation import CancelToken
+from tests.fake_openai import JSONHandler, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "river stone cloud lamp garden violin copper meadow signal harbor lantern puzzle".split()
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
+class FakeOpenAI(JSONHandler):
     """Deterministic replies shaped by what is asked: a rewording, a new task, a verdict
     (the longer answer wins), or an answer naming the question and the request's seed."""
 
     requests: list = []
 
     def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         self.requests.append((dict(self.headers), body))
         if body["model"] == "missing":
-            return self._send(404, {"error": {"message": "no such model"}})
+            return self.send_json(404, {"error": {"message": "no such model"}})
         messages = body["messages"]
         last = messages[-1]["content"]
         seed = body.get("seed", 0)
@@ -51,31 +50,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             text = "1. Describe the " + " and the ".join(rng.sample(WORDS, 4)) + "."
         else:
             text = f"An answer to {last!r} ({seed % 97})" + "!" * (seed % 7)
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
-
-    def _send(self, status: int, obj: dict):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(text)
 
 
 @pytest.fixture
 def endpoint():
     FakeOpenAI.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+    with serving(FakeOpenAI) as url:
+        yield url
 
 
 @pytest.fixture
