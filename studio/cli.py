@@ -10,7 +10,14 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("gui", "data", "train", "chat", "serve", "export", "eval")
+COMMANDS = ("gui", "data", "train", "chat", "serve", "export", "eval", "selftest", "desktop")
+
+# Whole-program options that stand in for a command (`studio --selftest`).
+OPTION_COMMANDS = {
+    "--selftest": ["selftest"],
+    "--install-desktop-entry": ["desktop", "install"],
+    "--uninstall-desktop-entry": ["desktop", "uninstall"],
+}
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
@@ -24,10 +31,27 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def command_argv(argv: list[str]) -> list[str]:
+    """`studio` alone opens the app; `studio FILE` opens it on a data file or project folder;
+    `studio --selftest` and the desktop-entry options are commands spelled as options."""
+    if not argv:
+        return ["gui"]
+    if argv[0] in OPTION_COMMANDS:
+        return OPTION_COMMANDS[argv[0]] + argv[1:]
+    if len(argv) == 1 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        from pathlib import Path
+
+        if Path(argv[0]).exists():  # a subcommand always wins over a file of the same name
+            return ["gui", argv[0]]
+    return argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio",
         description="Fine-tune language models with LoRA/QLoRA: desktop app, CLI and API.",
+        epilog="`studio FILE` opens the app with a data file imported. Also: --selftest (check "
+        "the install), --install-desktop-entry, --uninstall-desktop-entry (Linux menus).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -38,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = normalize_argv(list(sys.argv[1:] if argv is None else argv))
-    if not argv:
-        argv = ["gui"]
+    argv = command_argv(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

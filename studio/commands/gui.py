@@ -11,7 +11,8 @@ def add_parser(sub):
     p.add_argument(
         "project",
         nargs="?",
-        help="a project folder to open (default: the last one used, or the bundled demo)",
+        help="a project folder to open (default: the last one used, or the bundled demo), or "
+        "a data file to import on the Data page",
     )
     p.set_defaults(handler=run)
 

@@ -53,9 +53,14 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def resources_dir() -> Path:
+    """The bundled resources: the demo, the desktop entry and the icons."""
+    return repo_root() / "resources"
+
+
 def demo_dir() -> Path:
     """The bundled demo: `data.jsonl` and `model/` (may be missing in a partial checkout)."""
-    return repo_root() / "resources" / "demo"
+    return resources_dir() / "demo"
 
 
 def demo_available() -> bool:

@@ -32,11 +32,19 @@ class _FirstPaint(QObject):
 
 
 def open_initial_project(window, project: str | None) -> None:
-    """The project given on the command line, else the last one used, else the demo."""
+    """The project given on the command line, else the last one used, else the demo.
+
+    A data file given instead of a project (`studio data.jsonl`, or opened from a file
+    manager) is imported on the Data page of the project that would open otherwise."""
     from pathlib import Path
 
     from studio.gui import settings
 
+    if project and Path(project).is_file():
+        open_initial_project(window, None)
+        window.pages["Data"].import_file(str(Path(project).resolve()))
+        window.show_page("Data")
+        return
     if project:
         window.open_project(project)
         return
@@ -45,6 +53,18 @@ def open_initial_project(window, project: str | None) -> None:
         window.open_project(recent[0])
     else:
         window.open_demo()
+
+
+def set_desktop_identity(app) -> None:
+    """The name that ties the windows to the menu entry (Wayland and taskbars group by it)
+    and the icon, drawn from the SVG at every size."""
+    from PySide6.QtGui import QIcon
+
+    from studio import desktop
+
+    app.setDesktopFileName(desktop.APP_ID)
+    if desktop.icon_svg().is_file():
+        app.setWindowIcon(QIcon(str(desktop.icon_svg())))
 
 
 def main(argv: list[str] | None = None, *, smoke: bool = False, project: str | None = None) -> int:
@@ -60,6 +80,7 @@ def main(argv: list[str] | None = None, *, smoke: bool = False, project: str | N
     app = QApplication.instance() or QApplication(sys.argv[:1] + list(argv or []))
     app.setApplicationName("Studio")
     app.setOrganizationName("Studio")
+    set_desktop_identity(app)
     theme.apply_scheme(app)
 
     from studio.gui.main_window import MainWindow
