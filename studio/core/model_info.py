@@ -117,10 +117,25 @@ def resolve_model_dir(path_or_id: str, *, allow_network: bool = False) -> Path:
             except Exception:  # optional files: a model need not have them
                 pass
     except Exception as e:
+        if _offline(e):
+            raise ModelError(
+                f"Could not fetch {path_or_id}: the Hugging Face hub cannot be reached from this "
+                "computer, so choose a model folder or a model already downloaded (Settings "
+                "lists them)."
+            ) from None
         raise ModelError(
             f"Could not fetch {path_or_id} from the Hugging Face hub: {str(e).splitlines()[0]}"
         ) from None
     return Path(config).parent
+
+
+def _offline(error: Exception) -> bool:
+    """Whether a hub download failed for want of a connection (or HF_HUB_OFFLINE=1)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    # hf_hub_download turns a failed connection into LocalEntryNotFoundError when the file
+    # is not cached either; ConnectionError covers calls that let the network error through.
+    return isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError))
 
 
 def safetensors_header(path: Path) -> dict:
@@ -267,9 +282,10 @@ def _guess_linear_layers(info: ModelInfo) -> list[tuple[str, int, int]]:
 def list_cached_models() -> list[CachedModel]:
     """Models in the local Hugging Face cache, largest first; [] when there is no cache."""
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
 
-        cache = scan_cache_dir()
+        # Read now, not scan_cache_dir's default (bound when huggingface_hub was imported).
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)
     except Exception:  # no cache folder, unreadable cache
         return []
     found = []

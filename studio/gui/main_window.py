@@ -21,25 +21,27 @@ from PySide6.QtWidgets import (
 
 from studio.core.errors import StudioError
 from studio.core.model_info import human_bytes
-from studio.gui import settings, workers
+from studio.gui import settings, theme, workers
 from studio.gui.pages.data import DataPage
 from studio.gui.pages.home import HomePage
 from studio.gui.pages.model import ModelPage
 from studio.gui.pages.train import TrainPage
 from studio.gui.state import AppState, probe_device
 
-PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate")
+PAGE_ORDER = ("Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate", "Settings")
 
 
-def warm_up() -> tuple[str, int | None, bool]:
+def warm_up() -> tuple[tuple, object]:
     """Worker, after the first paint: import what later pages need, then probe the device.
 
     The plotting stack (pyqtgraph, numpy) takes 0.6 s to import; done on first opening the
     Train page, that froze the window for over a second. torch comes with the device probe.
+    Returns (the device, a GpuHint when an NVIDIA GPU sits idle under a CPU-only torch).
     """
     import studio.gui.plots  # noqa: F401
+    from studio.core.system import gpu_without_cuda
 
-    return probe_device()
+    return probe_device(), gpu_without_cuda()
 
 
 class MainWindow(QMainWindow):
@@ -84,6 +86,10 @@ class MainWindow(QMainWindow):
 
         self.add_page("Evaluate", EvaluatePage(self.state))
         self.pages["Train"].after_run.evaluate_requested.connect(self.evaluate_run)
+        from studio.gui.pages.settings import SettingsPage  # no torch: it reads on a worker
+
+        self.add_page("Settings", SettingsPage(self.state))
+        self.pages["Settings"].model_chosen.connect(self.use_model)
         self.home.new_run_requested.connect(self.new_fine_tune)
         self.home.open_requested.connect(self.open_project_dialog)
         self.home.demo_requested.connect(self.open_demo)
@@ -92,8 +98,13 @@ class MainWindow(QMainWindow):
 
         self.device_label = QLabel("Device: detecting…")
         self.job_label = QLabel("No job running")
+        self.gpu_label = QLabel("")
+        self.gpu_label.setStyleSheet(f"color: {theme.error_color().name()}")
+        self.gpu_label.hide()
         self.statusBar().addWidget(self.job_label, 1)
+        self.statusBar().addPermanentWidget(self.gpu_label)
         self.statusBar().addPermanentWidget(self.device_label)
+        self.state.gpu_hint_changed.connect(self._gpu_hint_changed)
         self.state.job_changed.connect(
             lambda text: self.job_label.setText(text or "No job running")
         )
@@ -226,6 +237,13 @@ class MainWindow(QMainWindow):
         self.pages["Chat"].open_run(run_dir)
         self.show_page("Chat")
 
+    def use_model(self, repo_id: str) -> None:
+        """Settings' "Use this model": the Model page reads it (from the cache) for the project."""
+        page = self.pages["Model"]
+        page.source.setText(repo_id)
+        page.load()
+        self.show_page("Model")
+
     def evaluate_run(self, run_dir) -> None:
         """The Train page's "Evaluate": the run on the Evaluate page, its last report shown."""
         self.pages["Evaluate"].open_run(run_dir)
@@ -237,7 +255,15 @@ class MainWindow(QMainWindow):
         workers.run_task(self, warm_up, on_done=self._probed, on_error=self._probe_failed)
 
     def _probed(self, result) -> None:
-        self.state.set_device(*result)
+        device, hint = result
+        self.state.set_device(*device)
+        self.state.set_gpu_hint(hint)
+
+    def _gpu_hint_changed(self, hint) -> None:
+        self.gpu_label.setVisible(hint is not None)
+        if hint is not None:
+            self.gpu_label.setText(f"⚠ {hint.short}")
+            self.gpu_label.setToolTip(f"{hint.text}\n{hint.command}")
 
     def _probe_failed(self, error) -> None:
         self.state.set_device(f"unknown ({error})", None, False)

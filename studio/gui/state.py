@@ -36,6 +36,7 @@ class AppState(QObject):
     model_changed = Signal(object)
     config_changed = Signal(object)
     device_changed = Signal()
+    gpu_hint_changed = Signal(object)
     job_changed = Signal(str)
 
     def __init__(self, parent=None):
@@ -51,6 +52,8 @@ class AppState(QObject):
         self.on_gpu = False
         self.gpus = 0
         """CUDA GPUs visible: with more than one, a run can train on several (torchrun)."""
+        self.gpu_hint = None
+        """studio.core.system.GpuHint: an NVIDIA GPU that the installed torch cannot use."""
         self.job = ""
 
     def set_project(self, project: Project | None) -> None:
@@ -101,6 +104,10 @@ class AppState(QObject):
     def set_device(self, name: str, total: int | None, on_gpu: bool, gpus: int = 0) -> None:
         self.device_name, self.device_total, self.on_gpu, self.gpus = name, total, on_gpu, gpus
         self.device_changed.emit()
+
+    def set_gpu_hint(self, hint) -> None:
+        self.gpu_hint = hint
+        self.gpu_hint_changed.emit(hint)
 
     def set_job(self, text: str) -> None:
         self.job = text

@@ -90,7 +90,16 @@ def test_smoke_prints_first_paint_under_budget(studio_home):
 
 
 def test_every_page_opens(window, qtbot):
-    assert list(window.pages) == ["Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate"]
+    assert list(window.pages) == [
+        "Home",
+        "Data",
+        "Model",
+        "Train",
+        "Chat",
+        "Export",
+        "Evaluate",
+        "Settings",
+    ]
     for name, page in window.pages.items():
         window.show_page(name)
         qtbot.wait(10)
@@ -100,7 +109,7 @@ def test_every_page_opens(window, qtbot):
 
 def test_shortcuts_switch_pages(window, qtbot):
     for i, name in enumerate(
-        ["Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate"], start=1
+        ["Home", "Data", "Model", "Train", "Chat", "Export", "Evaluate", "Settings"], start=1
     ):
         qtbot.keyClick(window, getattr(Qt.Key, f"Key_{i}"), Qt.KeyboardModifier.ControlModifier)
         assert window.current_page() == name
@@ -115,10 +124,10 @@ def test_add_page_registers_and_replaces(window):
     extra = QLabel("extra")
     window.add_page("Extra", extra)
     window.show_page("Extra")
-    assert window.stack.currentWidget() is extra and window.sidebar.count() == 8
+    assert window.stack.currentWidget() is extra and window.sidebar.count() == 9
     chat = QLabel("real chat page")
     window.add_page("Chat", chat)
-    assert window.pages["Chat"] is chat and window.sidebar.count() == 8
+    assert window.pages["Chat"] is chat and window.sidebar.count() == 9
     window.show_page("Chat")
     assert window.stack.currentWidget() is chat
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -48,6 +51,9 @@ class HomePage(QWidget):
         intro.setWordWrap(True)
         layout.addWidget(heading)
         layout.addWidget(intro)
+        self.gpu_banner = self._make_gpu_banner()
+        layout.addWidget(self.gpu_banner)
+        state.gpu_hint_changed.connect(self.show_gpu_hint)
 
         buttons = QHBoxLayout()
         self.new_button = QPushButton("New fine-tune…")
@@ -99,6 +105,41 @@ class HomePage(QWidget):
         layout.addLayout(columns, 1)
         state.project_changed.connect(self.refresh)
         self.refresh()
+
+    def _make_gpu_banner(self) -> QFrame:
+        """An NVIDIA GPU under a CPU-only torch: what it costs, and the command that fixes it."""
+        banner = QFrame()
+        banner.setObjectName("gpuBanner")
+        banner.setStyleSheet(
+            f"#gpuBanner {{ border: 1px solid {theme.error_color().name()}; border-radius: 4px; }}"
+        )
+        bl = QVBoxLayout(banner)
+        self.gpu_text = QLabel("")
+        self.gpu_text.setWordWrap(True)
+        self.gpu_command = QLineEdit()
+        self.gpu_command.setReadOnly(True)
+        self.gpu_command.setFont(theme.mono_font())
+        self.gpu_copy = QPushButton("Copy")
+        self.gpu_copy.setToolTip("Copy the command to the clipboard")
+        self.gpu_copy.clicked.connect(self.copy_gpu_command)
+        row = QHBoxLayout()
+        row.addWidget(self.gpu_command, 1)
+        row.addWidget(self.gpu_copy)
+        bl.addWidget(self.gpu_text)
+        bl.addLayout(row)
+        banner.hide()
+        return banner
+
+    def show_gpu_hint(self, hint) -> None:
+        self.gpu_banner.setVisible(hint is not None)
+        if hint is not None:
+            self.gpu_text.setText(hint.text)
+            self.gpu_command.setText(hint.command)
+            self.gpu_command.setCursorPosition(0)
+
+    def copy_gpu_command(self) -> None:
+        QApplication.clipboard().setText(self.gpu_command.text())
+        self.gpu_copy.setText("Copied")
 
     def refresh(self, *_args) -> None:
         self.recent.clear()
