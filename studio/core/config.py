@@ -70,6 +70,7 @@ FLAGS: dict[str, str] = {
     "train.processes": "--nproc",
     "train.grad_compression": "--grad-compression",
     "train.mode": "--mode",
+    "train.tensorboard": "--tensorboard",
     "preference.beta": "--beta",
     "preference.simpo_gamma": "--simpo-gamma",
     "distill.teacher": "--teacher",
@@ -264,6 +265,9 @@ class TrainConfig:
     mode: str = "sft"
     """sft: teach it answers. dpo, orpo or simpo: teach it preferences from chosen/rejected
     pairs. distill: make it imitate a bigger teacher model (distill.teacher)."""
+    tensorboard: bool = False
+    """Also write the loss, learning rate and evaluation figures to RUN/tensorboard/ for
+    TensorBoard (needs `pip install tensorboard`); events.jsonl is written either way."""
 
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs", f"must be positive; got {self.epochs!r}")

@@ -33,6 +33,7 @@ from studio.core.distributed import World, init_world
 from studio.core.errors import ConfigError, DataError, StudioError
 from studio.core.events import Checkpoint, Done, Eval, Event, EventLog, Failed, Log, Started, Step
 from studio.core.models import context_length
+from studio.core.sinks import Sink, open_sinks
 
 
 class CancelToken:
@@ -605,10 +606,14 @@ def run_training(
     if runs.read_process(run_dir).get("pid") != os.getpid() and not launched:
         runs.write_process(run_dir, os.getpid(), [sys.executable, *sys.argv])
     log = EventLog(run_dir / "events.jsonl")
+    sinks: list[Sink] = [log]
     last: Event | None = None
     try:
+        # Inside the try: a sink whose package is missing is bad input like a mistyped --model.
+        sinks += open_sinks(cfg, run_dir)
         for event in train(cfg, resume=resume, cancel=cancel):
-            log.write(event)
+            for sink in sinks:
+                sink.write(event)
             if on_event:
                 on_event(event)
             last = event
@@ -625,5 +630,6 @@ def run_training(
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
-        log.close()
+        for sink in sinks:
+            sink.close()
     return last
