@@ -8,6 +8,7 @@ STUDIO_HOME/config. Tests set STUDIO_HOME so they never write to the real home.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 APP_NAME = "studio"
@@ -49,7 +50,11 @@ def settings_file() -> Path:
 
 
 def repo_root() -> Path:
-    """The folder holding the `studio` package (the repository root in a source checkout)."""
+    """The folder holding the `studio` package (the repository root in a source checkout;
+    in a PyInstaller bundle the folder it unpacked, where packaging/studio.spec puts
+    `resources/`)."""
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+        return Path(sys._MEIPASS)
     return Path(__file__).resolve().parents[2]
 
 
