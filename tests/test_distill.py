@@ -4,7 +4,6 @@ chunking, the tokenizer check, a run that lowers KL to its teacher, bad input, r
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from studio.core.distill import (
 from studio.core.errors import ConfigError
 from studio.core.events import read_events
 from studio.core.train import run_training, train
-from tests.test_train import config, losses, write_data
+from tests.test_train import config, kill_after_checkpoint, losses, write_data
 
 
 def save_teacher(student: Path, out: Path, noise: float, seed: int = 1, pad_to: int = 0) -> Path:
@@ -347,17 +346,7 @@ def test_sigkill_then_resume_matches_uninterrupted_distill_run(tiny_model, teach
     cmd = [sys.executable, "-m", "studio", "train", "--config", str(tmp_path / "run.yaml"),
            "--quiet"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen(cmd, env=env)
-    deadline = time.time() + 120
-    killed_after = None
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = [e.step for e in read_events(run / "events.jsonl") if e.type == "checkpoint"]
-        if ckpts and ckpts[-1] >= 8:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed_after = ckpts[-1]
-            break
-        time.sleep(0.005)
-    proc.wait()
+    proc, killed_after = kill_after_checkpoint(cmd, run, env)
     assert killed_after is not None, "the run ended before it could be killed"
     assert max(losses(run)) < steps
     out = subprocess.run(cmd[:-1] + ["--output", str(run), "--resume", "--quiet"], env=env,

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from studio.core.config import (
 )
 from studio.core.events import read_events
 from studio.core.train import run_training
+from tests.test_train import kill_after_checkpoint, losses
 
 
 def write_pairs(path: Path, n: int = 16) -> Path:
@@ -103,10 +103,6 @@ def test_orpo_and_simpo_widen_the_margin(tiny_model, pairs, tmp_path, mode):
     assert end["rewards/margins"] > first["rewards/margins"] and steps[-1].loss < steps[0].loss
 
 
-def losses(run_dir: Path) -> dict[int, float]:
-    return {e.step: e.loss for e in read_events(run_dir / "events.jsonl") if e.type == "step"}
-
-
 def test_sigkill_then_resume_matches_uninterrupted_dpo_run(tiny_model, pairs, tmp_path):
     """As tests/test_train.py's SFT test: kill -9 after a checkpoint, resume, same losses."""
     steps = 24
@@ -116,17 +112,7 @@ def test_sigkill_then_resume_matches_uninterrupted_dpo_run(tiny_model, pairs, tm
     config(tiny_model, pairs, run, max_steps=steps, save_every=4).save(tmp_path / "run.yaml")
     cmd = [sys.executable, "-m", "studio", "train", "--config", str(tmp_path / "run.yaml")]
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen([*cmd, "--quiet"], env=env)
-    deadline = time.time() + 120
-    killed_after = None
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = [e.step for e in read_events(run / "events.jsonl") if e.type == "checkpoint"]
-        if ckpts and ckpts[-1] >= 8:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed_after = ckpts[-1]
-            break
-        time.sleep(0.005)
-    proc.wait()
+    proc, killed_after = kill_after_checkpoint([*cmd, "--quiet"], run, env)
     assert killed_after is not None, "the run ended before it could be killed"
     assert proc.returncode == -signal.SIGKILL and max(losses(run)) < steps
     out = subprocess.run(

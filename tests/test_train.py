@@ -105,6 +105,23 @@ OPTIMIZERS = {
 }  # fmt: skip
 
 
+def kill_after_checkpoint(cmd, run: Path, env, at_step: int = 8):
+    """Start `cmd` and SIGKILL it once RUN has a checkpoint at `at_step` or later:
+    (the finished process, the step of that checkpoint, or None if it ended first)."""
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.time() + 120
+    killed_after = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = [e.step for e in read_events(run / "events.jsonl") if e.type == "checkpoint"]
+        if ckpts and ckpts[-1] >= at_step:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_after = ckpts[-1]
+            break
+        time.sleep(0.005)
+    proc.wait()
+    return proc, killed_after
+
+
 @pytest.mark.parametrize("optim", OPTIMIZERS)
 def test_sigkill_then_resume_matches_uninterrupted_run(
     tiny_model, data, tmp_path, optim, monkeypatch
@@ -128,17 +145,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(
         tmp_path / "run.yaml"
     )
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen(cmd, env=env)
-    deadline = time.time() + 120
-    killed_after = None
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = [e.step for e in read_events(run / "events.jsonl") if e.type == "checkpoint"]
-        if ckpts and ckpts[-1] >= 8:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed_after = ckpts[-1]
-            break
-        time.sleep(0.005)
-    proc.wait()
+    proc, killed_after = kill_after_checkpoint(cmd, run, env)
     assert killed_after is not None, "the run ended before it could be killed"
     assert proc.returncode == -signal.SIGKILL
     done_before = max(losses(run))

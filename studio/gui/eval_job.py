@@ -9,7 +9,6 @@ with its own words for how it ended.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from html import escape
 
@@ -92,13 +91,8 @@ class EvalJob(ExportJob):
             self._end("failed", "", f"The evaluation could not start: {self.process.errorString()}")
 
     def _crash_message(self, code: int, exit_status) -> str:
-        if exit_status == QProcess.ExitStatus.CrashExit:
-            how = f"crashed (signal {code})" if os.name == "posix" else "crashed"
-        else:
-            how = f"ended (exit code {code})"
-        words = STAGES.get(self.stage, self.stage)
-        during = f" while {words[0].lower()}{words[1:]}" if words else ""
-        return f"The evaluation process {how}{during}; no report was written. The log says more."
+        how = self._ended_how(code, exit_status, STAGES)
+        return f"The evaluation process {how}; no report was written. The log says more."
 
 
 # --- a report as rich text ------------------------------------------------------------------

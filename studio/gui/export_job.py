@@ -344,16 +344,21 @@ class ExportJob(QObject):
         else:
             self._end("failed", "", self._crash_message(code, exit_status))
 
-    def _crash_message(self, code: int, exit_status) -> str:
-        """A child that ended with no result: a native crash (llama.cpp, onnxruntime), the
-        out-of-memory killer, or a Python error outside the pipeline's handlers."""
+    def _ended_how(self, code: int, exit_status, stages: dict[str, str]) -> str:
+        """How a child with no result ended, and in which stage: "crashed (signal 9) while
+        writing the file"; `stages` words the stage names of the job's own events."""
         if exit_status == QProcess.ExitStatus.CrashExit:
             how = f"crashed (signal {code})" if os.name == "posix" else "crashed"
         else:
             how = f"ended (exit code {code})"
-        words = STAGES.get(self.stage, self.stage)
-        during = f" while {words[0].lower()}{words[1:]}" if words else ""
-        message = f"The export process {how}{during}; nothing was written. The log says more."
+        words = stages.get(self.stage, self.stage)
+        return how + (f" while {words[0].lower()}{words[1:]}" if words else "")
+
+    def _crash_message(self, code: int, exit_status) -> str:
+        """A child that ended with no result: a native crash (llama.cpp, onnxruntime), the
+        out-of-memory killer, or a Python error outside the pipeline's handlers."""
+        how = self._ended_how(code, exit_status, STAGES)
+        message = f"The export process {how}; nothing was written. The log says more."
         if self.stage == "verifying":
             message += " Export again with the check turned off to skip it."
         return message

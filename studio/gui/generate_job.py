@@ -299,13 +299,8 @@ class GenerateJob(ExportJob):
             self._end("failed", "", f"Generation could not start: {self.process.errorString()}")
 
     def _crash_message(self, code: int, exit_status) -> str:
-        if exit_status == QProcess.ExitStatus.CrashExit:
-            how = f"crashed (signal {code})" if os.name == "posix" else "crashed"
-        else:
-            how = f"ended (exit code {code})"
-        words = STAGES.get(self.stage, self.stage)
-        during = f" while {words[0].lower()}{words[1:]}" if words else ""
+        how = self._ended_how(code, exit_status, STAGES)
         return (
-            f"The generation process {how}{during}. The rows written so far are kept: "
+            f"The generation process {how}. The rows written so far are kept: "
             "Continue picks up where it stopped. The log says more."
         )
