@@ -21,6 +21,28 @@ def studio_home(tmp_path, monkeypatch):
     assert workers.live_tasks() == []
 
 
+@pytest.fixture(autouse=True)
+def no_modal_dialogs(monkeypatch):
+    """A modal dialog nobody answers waits forever offscreen (a whole CI run lost to one):
+    here it fails the test at once, saying what it asked. A test that expects one patches it."""
+    from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+    def refuse(what):
+        def modal(*args, **kwargs):
+            said = [a.text() if isinstance(a, QMessageBox) else a for a in args]
+            said = [a for a in said if isinstance(a, str)]
+            raise AssertionError(f"a modal {what} opened in a test: {said}")
+
+        return modal
+
+    monkeypatch.setattr(QMessageBox, "exec", refuse("message box"))
+    for name in ("warning", "information", "critical", "question"):
+        monkeypatch.setattr(QMessageBox, name, staticmethod(refuse(f"QMessageBox.{name}")))
+    for name in ("getOpenFileName", "getSaveFileName", "getExistingDirectory"):
+        monkeypatch.setattr(QFileDialog, name, staticmethod(refuse(f"QFileDialog.{name}")))
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(refuse("QInputDialog.getText")))
+
+
 @pytest.fixture
 def window(qtbot):
     from studio.gui.main_window import MainWindow
@@ -45,6 +67,20 @@ def write_jsonl(tmp_path):
         return path
 
     return write
+
+
+def dead_process() -> dict:
+    """A pid file's record of a process that has ended, with its creation time, so that a
+    process given the same pid later (or one a sandbox's /proc shows under it) does not count
+    as the run still going."""
+    import subprocess
+    import sys
+    import time
+
+    created = time.time()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return {"pid": dead.pid, "create_time": created}
 
 
 def alpaca(i: int) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from studio.core import runs
 from studio.core.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 from studio.core.project import create_project
+from tests.gui.conftest import dead_process
 
 
 def make_run(folder, events, lr=1e-3, process=None):
@@ -47,12 +48,10 @@ def project(studio_home):
     make_run(project.runs_dir / "good", [start, *steps(20), *evals, done])
     oom = {"type": "error", "kind": "oom", "message": "out of memory at step 6"}
     make_run(project.runs_dir / "oom", [dict(start, time=2000.0), *steps(5, t0=2000.0), oom])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     # Resumed once from step 4: steps 5..8 were logged twice; the later ones count.
     resumed = [dict(start, time=3000.0), *steps(8, t0=3000.0)]
     resumed += [dict(start, start_step=4, time=3100.0), *steps(3, start=5, loss0=1.0)]
-    make_run(project.runs_dir / "crashed", resumed, lr=5e-4, process={"pid": dead.pid})
+    make_run(project.runs_dir / "crashed", resumed, lr=5e-4, process=dead_process())
     return project
 
 

@@ -16,6 +16,7 @@ from studio.core.project import create_project
 from studio.core.runs import STEP_COLUMNS
 from studio.gui.plots import SeriesBuffer, TrainingPlots, ema
 from studio.gui.run_worker import group_events
+from tests.gui.conftest import dead_process
 from tests.test_train import write_data
 
 
@@ -143,10 +144,8 @@ def _run_folder(tmp_path, events, process=None):
 
 
 def test_a_run_that_died_without_a_word_is_failed_never_done(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     start = {"type": "start", "total_steps": 10}
-    folder = _run_folder(tmp_path, [start, *step_events([1, 2])], {"pid": dead.pid})
+    folder = _run_folder(tmp_path, [start, *step_events([1, 2])], dead_process())
     state = runs.run_state(folder)
     assert (state.status, state.kind, state.step) == ("failed", "crashed", 2)
     runs.record_exit(folder, -signal.SIGKILL, stop_requested=False)
