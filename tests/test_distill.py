@@ -350,7 +350,7 @@ def test_sigkill_then_resume_matches_uninterrupted_distill_run(tiny_model, teach
     assert killed_after is not None, "the run ended before it could be killed"
     assert max(losses(run)) < steps
     out = subprocess.run(cmd[:-1] + ["--output", str(run), "--resume", "--quiet"], env=env,
-                         capture_output=True, text=True)  # fmt: skip
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     got, want = losses(run), losses(reference)
     assert sorted(got) == list(range(1, steps + 1))

@@ -116,7 +116,11 @@ def test_sigkill_then_resume_matches_uninterrupted_dpo_run(tiny_model, pairs, tm
     assert killed_after is not None, "the run ended before it could be killed"
     assert proc.returncode == -signal.SIGKILL and max(losses(run)) < steps
     out = subprocess.run(
-        [*cmd, "--output", str(run), "--resume", "--quiet"], env=env, capture_output=True, text=True
+        [*cmd, "--output", str(run), "--resume", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     got, want = losses(run), losses(reference)
