@@ -154,6 +154,11 @@ def _wrap_load_error(e: Exception, path: str) -> ModelError:
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if not is_local(path):
+        from studio.core.hub import ensure_model, is_hub_id
+
+        if is_hub_id(path):  # its config and tokenizer files from the cache, fetched if need be
+            path = ensure_model(path, weights=False, trust_remote_code=trust_remote_code)
     if is_local(path):
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -199,8 +204,13 @@ def quantization_config(cfg: ModelConfig, compute_dtype):
     )
 
 
-def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
-    """Load the base model (optionally 4/8-bit) on the resolved device and dtype."""
+def load_model(
+    cfg: ModelConfig, *, with_tokenizer: bool = True, on_download=None, cancel=None
+) -> LoadedModel:
+    """Load the base model (optionally 4/8-bit) on the resolved device and dtype.
+
+    A hub id loads from its cached snapshot, downloaded first when the cache lacks files
+    (studio.core.hub.ensure_model: `on_download(DownloadProgress)`, `cancel` an Event)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -211,6 +221,17 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
     if not path:
         raise ModelError(
             "model.path: no model given; pass --model FOLDER_OR_HUB_ID", field="model.path"
+        )
+    source, from_hub = path, not is_local(path)
+    if from_hub:
+        from studio.core.hub import ensure_model
+
+        path = ensure_model(
+            path,
+            allow_pickle=cfg.allow_pickle,
+            trust_remote_code=cfg.trust_remote_code,
+            on_progress=on_download,
+            cancel=cancel,
         )
     if is_local(path):
         path = str(check_local_folder(path, cfg.allow_pickle))
@@ -253,6 +274,11 @@ def load_model(cfg: ModelConfig, *, with_tokenizer: bool = True) -> LoadedModel:
         raise _wrap_load_error(e, path) from None
     if qconf is None:
         model.to(device)
+    if from_hub and is_local(path):
+        # Loaded from the cache's snapshot folder: the hub id is the model's name (what PEFT
+        # records as an adapter's base model), not that folder.
+        model.config._name_or_path = source
+        path = source
     return LoadedModel(model, tokenizer, device, dtype, cfg.quant, path)
 
 
