@@ -1,11 +1,11 @@
-"""An OpenAI-compatible HTTP server on the standard library (ThreadingHTTPServer).
+"""An OpenAI-compatible HTTP server on FastAPI and uvicorn.
 
-Each connection gets a thread, up to a cap (server.py); generation itself runs one request
-at a time under the model's lock, so concurrent clients queue and every one is answered.
-HTTP/1.1 with keep-alive (the openai client reuses connections); streamed answers use
-chunked transfer encoding with server-sent events (handler.py). Every request is held to
-the bounds in `Limits` (limits.py). `stop()` cancels running answers, closes idle
-keep-alive connections and joins every thread, so nothing is left running.
+uvicorn serves HTTP/1.1 on one event loop (keep-alive, chunked bodies, pipelining) through
+connection.py, which holds every request to `Limits` first; the routes are a FastAPI app
+(routes.py); generation runs on one engine thread that batches requests arriving together
+(engine.py), so concurrent clients share the model and every one is answered. `stop()`
+cancels running answers, lets their clients read how they ended, closes every connection
+and joins both threads, so nothing is left running.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ import sys
 import threading
 import time
 
+import uvicorn
+
 from studio.core.errors import StudioError
 from studio.serve import protocol as api
-from studio.serve.handler import Handler
+from studio.serve.connection import MAX_LINE, Connection, Gate
+from studio.serve.engine import Engine
 from studio.serve.limits import Limits
-from studio.serve.server import Server, Server6
+from studio.serve.routes import Routes
+
+BACKLOG = 128
+"""The listen backlog: a burst of clients is accepted, not dropped."""
 
 
 def is_loopback(host: str) -> bool:
@@ -40,6 +46,19 @@ def check_host(host: str, api_key: str | None) -> None:
             "--api-key KEY so only clients with the key can use it (or keep --host 127.0.0.1)",
             field="host",
         )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which stops the answers under way before it waits for them."""
+
+    def __init__(self, config, app: App):
+        super().__init__(config)
+        self.studio = app
+
+    async def shutdown(self, sockets=None) -> None:
+        self.studio.stopping.set()
+        self.studio.engine.cancel_all()
+        await super().shutdown(sockets)
 
 
 class App:
@@ -62,12 +81,11 @@ class App:
         self.created = int(time.time())
         self.host = ""
         self.port = 0
+        self.stopping = threading.Event()
+        self.engine = Engine(model, self.stopping)
+        self._socket: socket.socket | None = None
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
-        self._open: set[socket.socket] = set()
-        self._running: set = set()
-        self._guard = threading.Lock()
-        self.stopping = threading.Event()
 
     @property
     def url(self) -> str:
@@ -77,15 +95,36 @@ class App:
     def bind(self, host: str = "127.0.0.1", port: int = 8000) -> App:
         """Open the listening socket (port 0 picks a free port; read it from `.port`)."""
         check_host(host, self.api_key)
-        cls = Server6 if ":" in host else Server
-        handler = type("Handler", (Handler,), {"app": self})
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = cls((host.strip("[]"), port), handler, self.limits.max_connections)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host.strip("[]"), port))
+            sock.listen(BACKLOG)
         except OSError as e:
+            sock.close()
             raise StudioError(
                 f"serve: cannot listen on {host}:{port}: {e.strerror or e}", field="port"
             ) from None
-        self.host, self.port = host, self._server.server_address[1]
+        self._socket = sock
+        self.host, self.port = host, sock.getsockname()[1]
+        self.stopping.clear()
+        gate = Gate(self.limits)
+        config = uvicorn.Config(
+            Routes(self).build(),
+            http=type("Connection", (Connection,), {"gate": gate}),
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            backlog=BACKLOG,
+            timeout_keep_alive=self.limits.idle_timeout,
+            timeout_graceful_shutdown=10,
+            h11_max_incomplete_event_size=MAX_LINE + self.limits.max_header_bytes + 1024,
+        )
+        self._server = Server(config, self)
         return self
 
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -96,68 +135,51 @@ class App:
             f"serving {self.model_id} at {self.url} (Ctrl-C to stop)", file=sys.stderr, flush=True
         )
         try:
-            self._server.serve_forever(poll_interval=0.2)
+            self._serve()
         except KeyboardInterrupt:
             pass
-        finally:
-            self._close()
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> App:
         """Serve on a background thread; returns once the port is open."""
         self.bind(host, port)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="studio-serve",
-            daemon=True,
-        )
+        server = self._server
+        self._thread = threading.Thread(target=self._serve, name="studio-serve", daemon=True)
         self._thread.start()
+        while not server.started and self._thread.is_alive():
+            time.sleep(0.005)
+        if not server.started:
+            self._thread.join()
+            self._thread = None
+            raise StudioError("serve: the server did not start (see the log above)")
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-            self._close()
-        else:  # run() is serving on another thread; it closes when serve_forever returns
-            self._server.shutdown()
-
-    def _close(self) -> None:
-        server, self._server = self._server, None
+        server = self._server
         if server is None:
             return
         self.stopping.set()
-        with self._guard:
-            running = list(self._running)
-        for gen in running:
-            gen.stop()
-        # A stopped answer ends within a token; give its handler a moment to send the reply
-        # (a 503 for a whole answer, the end of the stream for a streamed one) before the
-        # connections are cut, so no client sees a bare disconnect.
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            with self._guard:
-                if not self._running:
-                    break
-            time.sleep(0.01)
-        with self._guard:
-            for conn in list(self._open):
-                try:  # wakes a thread waiting for the next keep-alive request
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        server.server_close()  # joins the handler threads
+        self.engine.cancel_all()
+        server.should_exit = True
+        if self._thread is not None:  # else run() is serving on another thread and closes
+            self._thread.join()
+            self._thread = None
+
+    def _serve(self) -> None:
+        self.engine.start()
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self.stopping.set()
+            self.engine.stop()
+            if self._socket is not None:
+                self._socket.close()
+            self._socket = self._server = None
 
     def __enter__(self) -> App:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    # -- used by the handler threads --------------------------------------------------
 
     def check_model(self, name: str) -> None:
         if name not in self.aliases:
@@ -167,7 +189,3 @@ class App:
                 param="model",
                 code="model_not_found",
             )
-
-    def track(self, gen, running: bool) -> None:
-        with self._guard:
-            (self._running.add if running else self._running.discard)(gen)

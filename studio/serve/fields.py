@@ -17,6 +17,7 @@ from studio.serve.errors import bad_request
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop"}
 CHAT = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
 COMPLETION = {"model", "prompt", "stream", "stream_options", "max_tokens"}
+EMBEDDINGS = {"model", "input", "encoding_format"}
 
 # name -> (the types it may have, why it does not matter here)
 IGNORED = {
@@ -65,6 +66,11 @@ REFUSED_COMPLETION = {
     "echo": ((False,), "echo is not supported: the answer holds the continuation only"),
     "suffix": (("",), "suffix (inserting text between a prompt and a suffix) is not supported"),
 }
+
+REFUSED_EMBEDDINGS = {
+    "dimensions": ((), "the vectors have the model's hidden size; shortening them is not supported"),
+}
+EMBEDDINGS_IGNORED = {"user": IGNORED["user"]}
 
 MESSAGE = {"role", "content"}
 MESSAGE_IGNORED = {"name": (str, "a participant's name; chat templates have no place for it")}

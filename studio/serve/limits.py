@@ -1,27 +1,22 @@
-"""What one request may cost the server, and the code that holds requests to it.
+"""What one request may cost the server, and the checks that hold a request to it.
 
 Every bound has a default that no ordinary client reaches, and every refusal names the
 bound and how to change it: `studio serve --max-body-mb / --max-connections /
---request-timeout`, or `App(model, limits=Limits(...))` from Python. The body is never
-read past its bound: a 64 MiB upload is refused from its Content-Length (413) and drained
-into a small reused buffer, so the server holds none of it.
+--request-timeout`, or `App(model, limits=Limits(...))` from Python. connection.py applies
+the bounds on the wire (head, framing, deadline, connections) before the app sees a
+request; routes.py counts a chunked body as it comes and parses the JSON here.
 """
 
 from __future__ import annotations
 
-import http.client
-import io
 import json
 import re
-import socket
-import time
 from dataclasses import dataclass
 
 from studio.serve.errors import ApiError, bad_request
 
 MiB = 1024 * 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")  # int() would also take "+5", " 5", "5_0" and "٥"
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -54,47 +49,6 @@ class Limits:
 
 def _size(n: int) -> str:
     return f"{n / MiB:g} MiB" if n >= MiB and n % (MiB // 16) == 0 else f"{n} bytes"
-
-
-# ----------------------------------------------------------------------------- the socket
-
-
-class DeadlineReader(io.RawIOBase):
-    """The connection's input. While a request is being read, every read waits only until
-    that request's deadline, so a client trickling a byte at a time (slowloris) is cut off
-    at `request_timeout` however often it sends."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.deadline: float | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("request deadline passed")
-            self.sock.settimeout(left)
-        return self.sock.recv_into(buffer)
-
-
-class HeaderBudget:
-    """Stands in for the input while http.server reads the headers, counting their bytes."""
-
-    def __init__(self, rfile, limit: int):
-        self.rfile, self.left, self.limit = rfile, limit, limit
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self.rfile.readline(size if 0 <= size <= self.left + 1 else self.left + 1)
-        self.left -= len(line)
-        if self.left < 0:
-            # http.server answers any HTTPException from the headers with a 431.
-            raise http.client.HTTPException(
-                f"the request headers are larger than {self.limit} bytes in all"
-            )
-        return line
 
 
 # ----------------------------------------------------------------------------- the body
@@ -141,46 +95,6 @@ def too_large(limits: Limits, length: int | None = None) -> ApiError:
         "(studio serve --max-body-mb raises the limit)",
         code="request_too_large",
     )
-
-
-def read_body(rfile, length: int | None, limits: Limits) -> bytes:
-    """Read a body of `length` bytes, or a chunked one (None), never past the limit."""
-    if length is None:
-        return _read_chunked(rfile, limits)
-    data = rfile.read(length) if length else b""
-    if len(data) < length:
-        raise ConnectionAbortedError(f"the body ended after {len(data)} of {length} bytes")
-    return data
-
-
-def _read_chunked(rfile, limits: Limits) -> bytes:
-    body = bytearray()
-    while True:
-        line = rfile.readline(1025)
-        if not line:
-            raise ConnectionAbortedError("the chunked body ended early")
-        size = line.split(b";", 1)[0].strip()
-        if not line.endswith(b"\n") or not _HEX.fullmatch(size):
-            raise bad_request("the chunked body has a malformed chunk-size line")
-        n = int(size, 16)
-        if n == 0:
-            break
-        if len(body) + n > limits.max_body_bytes:
-            raise too_large(limits)
-        chunk = rfile.read(n)
-        if len(chunk) < n:
-            raise ConnectionAbortedError("the chunked body ended early")
-        body += chunk
-        if rfile.readline(3).rstrip(b"\r\n"):
-            raise bad_request("a chunk of the chunked body is longer than its size says")
-    budget = HeaderBudget(rfile, limits.max_header_bytes)  # trailers: read and dropped
-    try:
-        while budget.readline(65537).rstrip(b"\r\n"):
-            pass
-    except http.client.HTTPException as e:
-        message = str(e).replace("headers", "trailers")
-        raise ApiError(431, message, code="headers_too_large") from None
-    return bytes(body)
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -250,6 +250,55 @@ def parse_completion(body) -> Request:
     return Request(model, stream, usage, settings, given, prompt=_text(prompt, "prompt"))
 
 
+MAX_INPUTS = 2048
+"""Texts per embeddings request (OpenAI's own bound)."""
+
+
+def parse_embeddings(body) -> tuple[str, list[str], str]:
+    """(model, the input texts, encoding_format) of an embeddings request."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    fields.check(body, fields.EMBEDDINGS, fields.EMBEDDINGS_IGNORED, fields.REFUSED_EMBEDDINGS)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required (see GET /v1/models)", "model")
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if isinstance(inputs, list) and inputs and all(isinstance(t, (int, list)) for t in inputs):
+        raise bad_request("'input' as token ids is not supported; send text", "input")
+    if not (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)):
+        raise bad_request("'input' must be a string or a non-empty list of strings", "input")
+    if len(inputs) > MAX_INPUTS:
+        raise bad_request(f"'input' holds {len(inputs)} texts; at most {MAX_INPUTS} are taken", "input")
+    for t in inputs:
+        _text(t, "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    return model, inputs, encoding
+
+
+def embeddings_response(model: str, vectors: list[list[float]], tokens: int, encoding: str):
+    import base64
+    import struct
+
+    def encode(v: list[float]):
+        if encoding == "float":
+            return v
+        return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
