@@ -212,3 +212,45 @@ def test_is_hub_id(tmp_path):
     assert not hub.is_hub_id(str(tmp_path))
     assert not hub.is_hub_id("./a/b") and not hub.is_hub_id("a/b/c") and not hub.is_hub_id("a")
     assert not hub.is_hub_id("/x") and not hub.is_hub_id("a/")
+
+
+def test_a_training_run_on_a_hub_id_downloads_first_with_byte_progress(served, tmp_path):
+    import io
+
+    from studio.commands.train import Progress
+    from studio.core.events import read_events
+    from studio.core.train import run_training
+    from tests.test_train import config, write_data
+
+    cfg = config(REPO, write_data(tmp_path / "data.jsonl", 8), tmp_path / "run", max_steps=2)
+    shown = io.StringIO()
+    last = run_training(cfg, on_event=Progress(stream=shown))
+    assert last.type == "done" and last.status == "completed"
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    kinds = [e.type for e in events]
+    downloads = [e for e in events if e.type == "progress"]
+    assert downloads and kinds.index("progress") < kinds.index("start")
+    assert downloads[-1].done == downloads[-1].total > 500_000
+    assert "downloaded tiny/llama" in shown.getvalue()
+    total = hub.bytes_text(downloads[-1].total, downloads[-1].total)
+    assert f"download tiny/llama: model.safetensors, {total}" in shown.getvalue()
+    # The adapter names the hub id as its base, not the cache folder it was loaded from.
+    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == REPO
+
+
+def test_stopping_a_run_during_its_download_leaves_no_run_folder(served, tmp_path):
+    from studio.core.train import CancelToken, run_training
+    from tests.test_train import config, write_data
+
+    served.slow = ("model.safetensors", 16 * 1024, 0.05)
+    cancel = CancelToken()
+
+    def stop_when_downloading(event):
+        if event.type == "progress" and event.done:
+            cancel.cancel()
+
+    cfg = config(REPO, write_data(tmp_path / "data.jsonl", 8), tmp_path / "run", max_steps=2)
+    with pytest.raises(hub.DownloadCancelled):
+        run_training(cfg, cancel=cancel, on_event=stop_when_downloading)
+    assert not (tmp_path / "run").exists()

@@ -244,6 +244,16 @@ class Progress:
             elif time.monotonic() - self.last_plain > 2 or event.step == self.total:
                 self.last_plain = time.monotonic()
                 self._line(text)
+        elif kind == "progress":  # a hub model being downloaded before training
+            from studio.core.hub import bytes_text
+
+            text = f"{event.stage}, {bytes_text(event.done, event.total)}"
+            if self.tty:
+                self.stream.write("\r\033[K" + text)
+                self.stream.flush()
+            elif time.monotonic() - self.last_plain > 2 or event.done >= event.total:
+                self.last_plain = time.monotonic()
+                self._line(text)
         elif kind == "eval":
             self._line(
                 f"step {event.step}: eval loss {event.eval_loss:.4f}{_rewards(event.metrics)}"

@@ -62,13 +62,16 @@ class DownloadProgress:
 
     def text(self) -> str:
         """One line for a status bar or a terminal."""
-        from studio.core.model_info import human_bytes
-
         where = f": {self.file}" if self.file else ""
-        return (
-            f"Downloading {self.repo_id}{where}, {human_bytes(self.done)} of "
-            f"{human_bytes(self.total)} ({100 * self.fraction:.0f}%)"
-        )
+        return f"Downloading {self.repo_id}{where}, {bytes_text(self.done, self.total)}"
+
+
+def bytes_text(done: int, total: int) -> str:
+    """`120.0 MB of 1.2 GB (10%)`."""
+    from studio.core.model_info import human_bytes
+
+    percent = 100 * done / total if total else 0
+    return f"{human_bytes(done)} of {human_bytes(total)} ({percent:.0f}%)"
 
 
 class DownloadCancelled(ModelError):
@@ -491,7 +494,8 @@ def download_events(
         last = p
         if time.monotonic() - sent >= every_s or p.done >= p.total:
             sent = time.monotonic()
-            yield Progress(done=p.done, total=p.total, stage=f"download {repo_id}: {p.file}")
+            where = f": {p.file}" if p.file else ""
+            yield Progress(done=p.done, total=p.total, stage=f"download {repo_id}{where}")
     if "error" in outcome:
         raise outcome["error"]
     size = human_bytes(last.total) if last is not None else "?"

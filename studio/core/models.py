@@ -277,7 +277,7 @@ def load_model(
     if from_hub and is_local(path):
         # Loaded from the cache's snapshot folder: the hub id is the model's name (what PEFT
         # records as an adapter's base model), not that folder.
-        model.config._name_or_path = source
+        model.config.name_or_path = model.name_or_path = source
         path = source
     return LoadedModel(model, tokenizer, device, dtype, cfg.quant, path)
 

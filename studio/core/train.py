@@ -228,6 +228,21 @@ def _resume_point(cfg: RunConfig, resume: bool, world: World):
     return start
 
 
+def _setup_downloads(cfg: RunConfig, cancel: CancelToken) -> Iterator[Event]:
+    """Hub ids not whole in the cache are downloaded first, as Log and Progress events
+    (stage "download ...", bytes); stopping the run stops the download (DownloadCancelled)."""
+    from studio.core.hub import download_events
+
+    paths = [cfg.model.path] + ([cfg.distill.teacher] if cfg.train.mode == "distill" else [])
+    for path in paths:
+        yield from download_events(
+            path,
+            allow_pickle=cfg.model.allow_pickle,
+            trust_remote_code=cfg.model.trust_remote_code,
+            cancel=cancel,
+        )
+
+
 def _setup_model(cfg: RunConfig):
     import torch
 
@@ -299,6 +314,7 @@ def _train(cfg: RunConfig, resume: bool, cancel: CancelToken, world: World) -> I
 
     t = cfg.train
     start_ckpt = _resume_point(cfg, resume, world)
+    yield from _setup_downloads(cfg, cancel)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     teacher = _setup_teacher(cfg, tokenizer, world)
     if teacher is not None:  # with distill.generate: the data with the teacher's answers
@@ -608,6 +624,7 @@ def run_training(
     log = EventLog(run_dir / "events.jsonl")
     sinks: list[Sink] = [log]
     last: Event | None = None
+    downloading_only = True  # no event yet but a download's
     try:
         # Inside the try: a sink whose package is missing is bad input like a mistyped --model.
         sinks += open_sinks(cfg, run_dir)
@@ -617,6 +634,10 @@ def run_training(
             if on_event:
                 on_event(event)
             last = event
+            downloading_only = downloading_only and (
+                event.type == "progress"
+                or (event.type == "log" and event.message.startswith("download"))
+            )
     except StudioError as e:
         # Bad input: recorded for whoever watches the run folder, then raised (CLI exit 2).
         failed = Failed(message=e.message, kind="input")
@@ -624,7 +645,7 @@ def run_training(
         if on_event:
             on_event(failed)
         log.close()
-        if created and last is None:
+        if created and (last is None or downloading_only):
             # A folder made just now for a run that never started (a mistyped --model, say)
             # would only clutter the run history.
             shutil.rmtree(run_dir, ignore_errors=True)
