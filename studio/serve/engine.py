@@ -116,14 +116,13 @@ class Engine:
     def _loop(self) -> None:
         try:
             while (job := self.queue.get()) is not None:
-                jobs = [job]
-                if job.greedy:
-                    jobs += self._gather()
+                # Gathered under the lock: what queued up while the weights were busy (with
+                # the last batch, or a chat page sharing them) is all taken at once.
+                with self.model.lock:
+                    jobs = [job] + (self._gather() if job.greedy else [])
+                    self._run([j for j in jobs if j is not None])
                 if None in jobs:
-                    jobs.remove(None)
-                    self._run(jobs)
                     break
-                self._run(jobs)
         finally:
             with self.guard:
                 self.closed = True
@@ -139,10 +138,8 @@ class Engine:
         more, start = [], time.monotonic()
         while len(more) < MAX_BATCH - 1:
             wait = min(GATHER_S, MAX_GATHER_S - (time.monotonic() - start))
-            if wait <= 0:
-                break
             try:
-                job = self.queue.get(timeout=wait)
+                job = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
             more.append(job)
@@ -151,18 +148,19 @@ class Engine:
         return more
 
     def _run(self, jobs: list[Job]) -> None:
+        """Under the model's lock: prepare the jobs, the greedy ones as one batch, the rest
+        one at a time."""
         model = self.model
-        with model.lock:
-            model.shared.activate(model.adapter_name)
-            ready = [j for j in jobs if self._prepare(j)]
-            batch = [j for j in ready if j.greedy]
-            if len(batch) >= 2:
-                batch = self._fitting(batch)
-            if len(batch) >= 2:
-                self._batch(batch)
-            for job in ready:
-                if len(batch) < 2 or job not in batch:
-                    self._alone(job)
+        model.shared.activate(model.adapter_name)
+        ready = [j for j in jobs if self._prepare(j)]
+        batch = [j for j in ready if j.greedy]
+        if len(batch) >= 2:
+            batch = self._fitting(batch)
+        if len(batch) >= 2:
+            self._batch(batch)
+        for job in ready:
+            if len(batch) < 2 or job not in batch:
+                self._alone(job)
 
     def _prepare(self, job: Job) -> bool:
         """Tokenize and check the prompt (in this thread: a fast tokenizer is not to be used
@@ -267,6 +265,10 @@ class Engine:
         self.batches += 1
         for job in jobs:
             job.post("ready")
+        # generate fills what a config leaves unset from the model's own (its EOS would stop
+        # rows behind their backs): for the batch, the model has no defaults but these.
+        base = net.get_base_model() if hasattr(net, "get_base_model") else net
+        saved, base.generation_config = base.generation_config, GenerationConfig()
         start = time.perf_counter()
         try:
             with torch.inference_mode():
@@ -280,6 +282,7 @@ class Engine:
             log.exception("generating a batch failed")
             rows.fail(api.ApiError(500, f"internal error: {e}", type="server_error"))
         finally:
+            base.generation_config = saved
             rows.finish(time.perf_counter() - start)
 
     # -- embeddings ----------------------------------------------------------------------

@@ -271,7 +271,9 @@ def parse_embeddings(body) -> tuple[str, list[str], str]:
         raise bad_request("'input' must be a string or a non-empty list of strings", "input")
     if len(inputs) > MAX_INPUTS:
         raise bad_request(f"'input' holds {len(inputs)} texts; at most {MAX_INPUTS} are taken", "input")
-    for t in inputs:
+    for i, t in enumerate(inputs):
+        if not t:
+            raise bad_request(f"input[{i}] is empty", "input")
         _text(t, "input")
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
