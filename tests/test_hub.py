@@ -238,6 +238,17 @@ def test_a_training_run_on_a_hub_id_downloads_first_with_byte_progress(served, t
     adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == REPO
 
+    # Evaluating the run on another computer (an empty cache): its base downloads first.
+    from studio.core.evaluate import EvalOptions, evaluate_events
+
+    shutil.rmtree(tmp_path / "hf-cache")
+    opts = EvalOptions(runs=[str(tmp_path / "run")], samples=0, device="cpu")
+    events = list(evaluate_events(opts))
+    assert events[-1].type == "done" and events[-1].status == "completed", events[-1]
+    stages = [e.stage for e in events if e.type == "progress"]
+    assert "download tiny/llama: model.safetensors" in stages
+    assert stages.index("download tiny/llama: model.safetensors") < stages.index("loading")
+
 
 def test_stopping_a_run_during_its_download_leaves_no_run_folder(served, tmp_path):
     from studio.core.train import CancelToken, run_training
@@ -254,3 +265,26 @@ def test_stopping_a_run_during_its_download_leaves_no_run_folder(served, tmp_pat
     with pytest.raises(hub.DownloadCancelled):
         run_training(cfg, cancel=cancel, on_event=stop_when_downloading)
     assert not (tmp_path / "run").exists()
+
+
+def test_studio_chat_on_a_hub_id_prints_the_download_progress(served, capsys):
+    from studio.cli import main
+
+    code = main(["chat", "--model", REPO, "--prompt", "Hello", "--max-new-tokens", "3",
+                 "--device", "cpu", "--seed", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "Downloading tiny/llama" in err and "(100%)" in err
+    assert served.gets("model.safetensors") == 1
+
+
+def test_studio_chat_offline_says_one_sentence(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from studio.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["chat", "--model", "some/model", "--prompt", "Hello"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: Could not fetch some/model: the Hugging Face hub cannot")

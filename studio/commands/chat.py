@@ -77,6 +77,46 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+class DownloadLine:
+    """A hub download's progress: one line redrawn on a terminal, a line every 2 s otherwise."""
+
+    def __init__(self, stream):
+        self.stream, self.tty, self.last = stream, stream.isatty(), 0.0
+
+    def __call__(self, progress) -> None:
+        import time
+
+        finished = progress.done >= progress.total
+        if self.tty:
+            self.stream.write("\r\033[K" + progress.text() + ("\n" if finished else ""))
+        elif time.monotonic() - self.last > 2 or finished:
+            self.last = time.monotonic()
+            self.stream.write(progress.text() + "\n")
+        self.stream.flush()
+
+
+def download_base(args, out) -> None:
+    """A hub id not whole in the cache (--model, or the run's base) is downloaded first,
+    showing its progress; Ctrl-C stops it (the files fetched whole stay in the cache)."""
+    from studio.core.errors import StudioError
+    from studio.core.hub import ensure_model, is_hub_id
+    from studio.core.infer import find_adapter
+
+    base = args.model
+    if not base and args.adapter:
+        try:
+            base = find_adapter(args.adapter).base_model
+        except StudioError:
+            return  # said again, in its place, by the load
+    if is_hub_id(base):
+        ensure_model(
+            base,
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+            on_progress=DownloadLine(out),
+        )
+
+
 def load(args, out=None):
     from studio.core.infer import load_chat_model
 
@@ -87,6 +127,7 @@ def load(args, out=None):
         file=out,
         flush=True,
     )
+    download_base(args, out)
     return load_chat_model(
         args.model,
         args.adapter,

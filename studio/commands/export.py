@@ -83,9 +83,13 @@ class ExportProgress:
             width = 30
             filled = int(width * event.done / max(1, event.total))
             eta = f" ETA {int(event.eta_s)}s" if event.eta_s else ""
+            count = f"{event.done}/{event.total}"
+            if event.stage.startswith("download "):  # a hub model's bytes
+                from studio.core.hub import bytes_text
+
+                count = bytes_text(event.done, event.total)
             self.stream.write(
-                f"\r\033[K{event.stage}: [{'#' * filled}{'-' * (width - filled)}] "
-                f"{event.done}/{event.total}{eta}"
+                f"\r\033[K{event.stage}: [{'#' * filled}{'-' * (width - filled)}] {count}{eta}"
             )
             self.stream.flush()
         elif event.type == "log":

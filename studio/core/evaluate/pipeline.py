@@ -87,6 +87,24 @@ def evaluate_events(opts: EvalOptions, cancel: CancelToken | None = None) -> Ite
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _download_base(runs, device: str, cancel: CancelToken) -> Iterator[Event]:
+    """A base model on the hub not whole in the cache: downloaded first, its bytes as
+    Progress events (stage "download ..."); a cancel meanwhile stops it like any stage."""
+    from studio.core.evaluate.session import model_config
+    from studio.core.hub import DownloadCancelled, download_events
+
+    cfg = model_config(runs, device)
+    try:
+        yield from download_events(
+            cfg.path,
+            allow_pickle=cfg.allow_pickle,
+            trust_remote_code=cfg.trust_remote_code,
+            cancel=cancel,
+        )
+    except DownloadCancelled:
+        raise Cancelled() from None
+
+
 def _evaluate(opts: EvalOptions, cancel: CancelToken):
     from studio.core.evaluate import measure
     from studio.core.evaluate.report import build_report
@@ -96,6 +114,7 @@ def _evaluate(opts: EvalOptions, cancel: CancelToken):
     data = load_eval_data(opts, runs[0])
     final = output_folder(opts, runs[0])
     tasks = harness.find_tasks(opts.lm_eval_tasks) if opts.lm_eval_tasks else None
+    yield from _download_base(runs, opts.device, cancel)
     tokenizer = load_base_tokenizer(runs, opts.device)
     seq_len = runs[0].cfg.train.seq_len if runs[0].cfg is not None else DEFAULT_SEQ_LEN
     prompts = pick_prompts(data.records, opts.samples) if opts.samples else []
