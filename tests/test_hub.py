@@ -287,4 +287,4 @@ def test_studio_chat_offline_says_one_sentence(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(["chat", "--model", "some/model", "--prompt", "Hello"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: Could not fetch some/model: the Hugging Face hub cannot")
+    assert err[-1].startswith("error: model.path: could not fetch some/model: the Hugging Face")

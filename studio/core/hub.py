@@ -287,28 +287,31 @@ def _hub_error(repo_id: str, error: Exception) -> ModelError:
         error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, *network)
     ):
         return ModelError(
-            f"Could not fetch {repo_id}: the Hugging Face hub cannot be reached from this "
-            "computer, so choose a model folder or a model already downloaded (Settings "
-            "lists them).",
+            f"model.path: could not fetch {repo_id}: the Hugging Face hub cannot be reached "
+            "from this computer, so choose a model folder or a model already downloaded "
+            "(Settings lists them).",
             field="model.path",
         )
     if isinstance(error, GatedRepoError):
         return ModelError(
-            f"{repo_id} is gated: accept its terms on huggingface.co, then log in here with "
+            f"model.path: {repo_id} is gated: accept its terms on huggingface.co, then log in here with "
             "`hf auth login`.",
             field="model.path",
         )
     if isinstance(error, RepositoryNotFoundError):
         return ModelError(
-            f"{repo_id} is not a model on the Hugging Face hub (or it is private: log in with "
+            f"model.path: {repo_id} is not a model on the Hugging Face hub (or it is private: log in with "
             "`hf auth login`). Check the id, or give a local folder.",
             field="model.path",
         )
     if isinstance(error, RevisionNotFoundError):
-        return ModelError(f"{repo_id}: no such revision on the hub.", field="model.path")
+        return ModelError(
+            f"model.path: {repo_id}: no such revision on the hub.", field="model.path"
+        )
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelError(
-        f"Could not fetch {repo_id} from the Hugging Face hub: {first}", field="model.path"
+        f"model.path: could not fetch {repo_id} from the Hugging Face hub: {first}",
+        field="model.path",
     )
 
 

@@ -42,13 +42,21 @@ class Job:
     """A studio.core.generation.GenerationSettings."""
 
 
-def load_model(choice: ModelChoice, share_with=None, progress=None):
-    """Load a ChatModel; `progress(done, total)` reports the loading stages.
+def load_model(choice: ModelChoice, share_with=None, progress=None, cancel=None):
+    """Load a ChatModel; `progress(done, total)` reports the loading stages, and
+    `progress("download", DownloadProgress)` the bytes of a hub model being downloaded
+    first (setting `cancel`, a threading.Event, stops that download).
 
     `share_with` is the other slot's ChatModel in compare mode: on the same base model the
     two answer from one copy of its weights.
     """
+    from studio.core.hub import ensure_model, is_hub_id
     from studio.core.infer import load_chat_model
+
+    base = choice.model or (run_base_model(choice.adapter) if choice.adapter else "")
+    if is_hub_id(base):
+        report = (lambda p: progress("download", p)) if progress is not None else None
+        ensure_model(base, on_progress=report, cancel=cancel)
 
     return load_chat_model(
         choice.model,

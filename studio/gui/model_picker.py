@@ -27,6 +27,8 @@ class ModelPicker(QGroupBox):
     """Base model + adapter + quantization for one slot, with Load and its progress."""
 
     load_requested = Signal(int)
+    cancel_requested = Signal(int)
+    """Cancel pressed during a hub download."""
 
     def __init__(self, slot: int, parent=None, *, title: str = ""):
         super().__init__(title or f"Model {'AB'[slot]}", parent)
@@ -48,6 +50,10 @@ class ModelPicker(QGroupBox):
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(120)
         self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the download; the files fetched whole stay")
+        self.cancel_button.clicked.connect(lambda: self.cancel_requested.emit(self.slot))
+        self.cancel_button.hide()
         self.status = QLabel("Not loaded")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -63,6 +69,7 @@ class ModelPicker(QGroupBox):
         status_row = QHBoxLayout()
         status_row.addWidget(self.progress)
         status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.cancel_button)
         quality_row = QHBoxLayout()
         quality_row.addWidget(self.quality.progress)
         quality_row.addWidget(self.quality.label, 1)
@@ -129,7 +136,14 @@ class ModelPicker(QGroupBox):
             if base:
                 self.model_edit.setText(base)
 
-    def show_loading(self, done: int, total: int) -> None:
+    def show_loading(self, done, total) -> None:
+        """A loading stage (done of total), or ("download", DownloadProgress) for a hub model
+        being downloaded first: its bytes, and Cancel."""
+        if done == "download":
+            self.show_download(total)
+            return
+        self.cancel_button.hide()
+        self.progress.setFormat("%p%")
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.progress.show()
@@ -137,7 +151,20 @@ class ModelPicker(QGroupBox):
             ("Loading the model…", "Applying the adapter…", "Preparing…", "Ready")[min(done, 3)]
         )
 
+    def show_download(self, p) -> None:
+        from studio.core.hub import bytes_text
+
+        # Per mille: a byte count overflows the bar's int past 2 GB.
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(1000 * p.fraction))
+        self.progress.setFormat(f"{100 * p.fraction:.0f}%")
+        self.progress.show()
+        self.cancel_button.show()
+        self.status.setStyleSheet("")
+        self.status.setText(f"Downloading {p.file or p.repo_id}: {bytes_text(p.done, p.total)}")
+
     def show_status(self, text: str, error: bool = False) -> None:
+        self.cancel_button.hide()
         self.progress.hide()
         self.status.setStyleSheet(f"color: {theme.error_color().name()}" if error else "")
         self.status.setText(text)

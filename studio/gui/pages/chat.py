@@ -9,6 +9,7 @@ its own conversation. This page only draws; it never imports torch.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -94,6 +95,7 @@ class ChatPage(QWidget):
         self.state = state
         self.models: dict[int, object] = {}
         self.loading: dict[int, object] = {}
+        self.load_cancels: dict[int, threading.Event] = {}
         self.histories: dict[int, list[dict]] = {0: [], 1: []}
         self.task = None
         self.cancel = None
@@ -120,6 +122,7 @@ class ChatPage(QWidget):
         self.pickers = [ModelPicker(0), ModelPicker(1)]
         for p in self.pickers:
             p.load_requested.connect(self.load)
+            p.cancel_requested.connect(self.cancel_load)
             p.quality.busy_changed.connect(self._quality_busy)
         self.pickers[1].hide()
         self.system_edit = QLineEdit()
@@ -230,17 +233,36 @@ class ChatPage(QWidget):
         if old is not None:
             old.close()
         self.pickers[slot].show_loading(0, 3)
+        self.load_cancels[slot] = threading.Event()
         self.loading[slot] = workers.run_task(
             self,
             chat_worker.load_model,
             choice,
             self.models.get(1 - slot) if self.compare_box.isChecked() else None,
+            cancel=self.load_cancels[slot],
             on_done=lambda model, s=slot: self._loaded(s, model),
             on_error=lambda e, s=slot: self._load_failed(s, e),
-            on_progress=lambda done, total, s=slot: self.pickers[s].show_loading(done, total),
+            on_progress=lambda done, total, s=slot: self._load_progress(s, done, total),
         )
         self._update_buttons()
         return True
+
+    def _load_progress(self, slot: int, done, total) -> None:
+        if slot in self.loading:  # not a late report of a download cancelled meanwhile
+            self.pickers[slot].show_loading(done, total)
+
+    def cancel_load(self, slot: int) -> None:
+        """Stop a hub download (within one chunk); the files fetched whole stay cached."""
+        task = self.loading.pop(slot, None)
+        if task is None:
+            return
+        self.load_cancels.pop(slot).set()
+        task.cancel()  # ends quietly: neither _loaded nor _load_failed is called
+        self._give_back_message()
+        self.pickers[slot].show_status(
+            "Download cancelled. The files fetched whole stay in the cache; Load fetches the rest."
+        )
+        self._update_buttons()
 
     def checking(self) -> bool:
         return any(p.quality.busy for p in self.pickers)
@@ -254,6 +276,7 @@ class ChatPage(QWidget):
 
     def _loaded(self, slot: int, model) -> None:
         self.loading.pop(slot, None)
+        self.load_cancels.pop(slot, None)
         self.models[slot] = model
         self.panes[slot].title.setText(model.name)
         where = f"{model.device}" + (f", {model.quant}" if model.quant != "none" else "")
@@ -278,6 +301,7 @@ class ChatPage(QWidget):
 
     def _load_failed(self, slot: int, error) -> None:
         self.loading.pop(slot, None)
+        self.load_cancels.pop(slot, None)
         self._give_back_message()
         self.pickers[slot].show_status(f"Could not load: {error}", error=True)
         self._update_buttons()

@@ -4,6 +4,8 @@ the memory estimate for the current settings. Reading metadata runs off the GUI 
 
 from __future__ import annotations
 
+import threading
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -19,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core import model_info
+from studio.core import hub, model_info
 from studio.gui import settings, theme
 from studio.gui.memory_view import MemoryView
 from studio.gui.workers import run_task
@@ -27,6 +29,17 @@ from studio.gui.workers import run_task
 
 def _read_info(source: str, allow_network: bool):
     return model_info.read_model_info(source, allow_network=allow_network)
+
+
+def _download(source: str, allow_pickle: bool, trust_remote_code: bool, cancel, progress):
+    """The whole model into the Hugging Face cache (weights too); progress("download", p)."""
+    return hub.ensure_model(
+        source,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        on_progress=lambda p: progress("download", p),
+        cancel=cancel,
+    )
 
 
 class ModelPage(QWidget):
@@ -59,9 +72,28 @@ class ModelPage(QWidget):
             "Download the config and tokenizer files of a hub id (needs the internet)"
         )
         self.fetch_button.clicked.connect(lambda: self.load(allow_network=True))
-        for w in (self.source, browse, self.load_button, self.fetch_button):
+        self.download_button = QPushButton("Download")
+        self.download_button.setToolTip(
+            "Download a hub model whole (weights too) into the Hugging Face cache, showing "
+            "its progress; a cancelled download keeps the files fetched whole"
+        )
+        self.download_button.clicked.connect(self.download)
+        for w in (self.source, browse, self.load_button, self.fetch_button, self.download_button):
             row.addWidget(w, 1 if w is self.source else 0)
         cl.addRow("Folder or hub id", row)
+        download_row = QHBoxLayout()
+        self.download_bar = QProgressBar()
+        self.download_bar.setRange(0, 1000)  # per mille: bytes overflow the bar's int
+        self.download_label = QLabel("")
+        self.download_label.setWordWrap(True)
+        self.download_cancel = QPushButton("Cancel")
+        self.download_cancel.clicked.connect(self.cancel_download)
+        download_row.addWidget(self.download_bar, 1)
+        download_row.addWidget(self.download_label, 2)
+        download_row.addWidget(self.download_cancel)
+        for w in (self.download_bar, self.download_label, self.download_cancel):
+            w.hide()
+        cl.addRow(download_row)
         self.cache = QComboBox()
         self.cache.addItem("Looking in the Hugging Face cache…")
         self.cache.setEnabled(False)
@@ -111,6 +143,8 @@ class ModelPage(QWidget):
         state.project_changed.connect(self._project_changed)
         state.model_changed.connect(self._model_changed)
         self._shown = None  # the ModelInfo on show
+        self._download_task = None
+        self._download_stop: threading.Event | None = None
         run_task(
             self,
             model_info.list_cached_models,
@@ -207,6 +241,79 @@ class ModelPage(QWidget):
     def _show_error(self, text: str) -> None:
         self.error.setText(text)
         self.error.show()
+
+    # --- downloading ----------------------------------------------------------------
+
+    def download(self) -> None:
+        """Download the hub id's files the loader needs, with the bytes shown and Cancel."""
+        source = self.source.text().strip()
+        if not hub.is_hub_id(source):
+            self._show_error(
+                "Download takes a Hugging Face hub id such as Qwen/Qwen2.5-0.5B-Instruct; "
+                "a model folder is on this computer already."
+            )
+            return
+        self.error.hide()
+        model = self.state.config.model
+        self._download_stop = threading.Event()
+        self._download_task = run_task(
+            self,
+            _download,
+            source,
+            model.allow_pickle,
+            model.trust_remote_code,
+            self._download_stop,
+            on_done=self._downloaded,
+            on_error=self._download_failed,
+            on_progress=self._download_progress,
+        )
+        self.download_bar.setValue(0)
+        self.download_label.setText(f"Looking up {source} on the hub…")
+        for w in (self.download_bar, self.download_label, self.download_cancel):
+            w.show()
+        self.download_button.setEnabled(False)
+
+    def _download_progress(self, _kind, p) -> None:
+        if self._download_task is None:  # a late report of a cancelled download
+            return
+        self.download_bar.setValue(int(1000 * p.fraction))
+        self.download_bar.setFormat(f"{100 * p.fraction:.0f}%")
+        where = f"{p.file}: " if p.file else ""
+        self.download_label.setText(f"{where}{hub.bytes_text(p.done, p.total)}")
+
+    def cancel_download(self) -> None:
+        """Stop within one chunk; the files fetched whole stay in the cache."""
+        if self._download_task is None:
+            return
+        self._download_stop.set()
+        self._download_task.cancel()  # ends quietly: no _downloaded, no _download_failed
+        self._download_ended()
+        self.download_label.setText(
+            "Download cancelled. The files fetched whole stay in the cache; Download fetches "
+            "the rest."
+        )
+
+    def _download_ended(self) -> None:
+        self._download_task = None
+        self.download_bar.hide()
+        self.download_cancel.hide()
+        self.download_button.setEnabled(True)
+
+    def _downloaded(self, folder) -> None:
+        self._download_ended()
+        self.download_label.setText(f"Downloaded to {folder}")
+        run_task(
+            self,
+            model_info.list_cached_models,
+            on_done=self._cache_listed,
+            on_error=self._cache_failed,
+        )
+        self.load()  # its details, from the cache now
+
+    def _download_failed(self, error) -> None:
+        self._download_ended()
+        self.download_label.hide()
+        self._show_error(str(error))
 
     # --- showing --------------------------------------------------------------------
 
