@@ -105,3 +105,26 @@ def test_model_page_download_of_a_folder_says_what_to_give(qtbot, tmp_path):
     page.download_button.click()
     assert page.error.isVisible() and "hub id" in page.error.text()
     assert not page.download_bar.isVisible()
+
+
+def test_train_and_evaluate_pages_show_a_download_in_bytes(window, tmp_path):
+    from studio.core import runs
+
+    gb = 1024**3
+    event = {"type": "progress", "done": 3 * gb, "total": 6 * gb,
+             "stage": "download org/big: model-00001-of-00002.safetensors"}  # fmt: skip
+    page = window.pages["Train"]
+    page.run_state = runs.RunState(folder=tmp_path)
+    page._events_read([{"type": "log", "message": "downloading org/big from the hub"}, event])
+    # Past 2 GB a byte count overflows the bar's int: it counts per mille.
+    assert (page.progress.maximum(), page.progress.value()) == (1000, 500)
+    assert page.progress_text.text() == (
+        "Downloading org/big: model-00001-of-00002.safetensors, 3.0 GB of 6.0 GB (50%)"
+    )
+    page._events_read([{"type": "start", "total_steps": 40, "run_dir": str(tmp_path)}])
+    assert (page.progress.maximum(), page.progress.value()) == (40, 0)
+
+    evaluate = window.pages["Evaluate"]
+    evaluate._event(event)
+    assert (evaluate.progress.maximum(), evaluate.progress.value()) == (1000, 500)
+    assert "3.0 GB of 6.0 GB (50%)" in evaluate.stage_label.text()

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui import eval_job, export_job, theme, workers
+from studio.gui.download_view import show_download
 from studio.gui.eval_job import EvalChoice, EvalJob
 
 
@@ -320,7 +321,9 @@ class EvaluatePage(QWidget):
         self.job.start()
 
     def _event(self, ev: dict) -> None:
-        if ev.get("type") == "progress":
+        if ev.get("type") == "progress" and str(ev.get("stage")).startswith("download "):
+            show_download(self.progress, self.stage_label, ev)
+        elif ev.get("type") == "progress":
             stage = str(ev.get("stage") or "")
             self.stage_label.setText(eval_job.STAGES.get(stage, stage) + "…")
             self.progress.setRange(0, max(1, int(ev.get("total") or 1)))

@@ -33,6 +33,7 @@ from studio.core.errors import StudioError
 from studio.core.step_timing import in_words
 from studio.gui import run_launcher, theme
 from studio.gui.after_run_view import AfterRunView
+from studio.gui.download_view import show_download
 from studio.gui.run_history import RunHistory
 from studio.gui.run_settings import RunSettingsDialog
 from studio.gui.run_worker import MetricRows, RunWorker
@@ -283,7 +284,7 @@ class TrainPage(QWidget):
         if self._stale_signal():
             return
         s = self.run_state
-        last_step = None
+        last_step = download = None
         for item in items:
             if isinstance(item, MetricRows):  # the mode's figures of the steps just before
                 self.plots.add_metrics(item.rows)
@@ -306,6 +307,13 @@ class TrainPage(QWidget):
                 self.plots.add_checkpoint(int(item["step"]))
             elif kind == "log":
                 self._note_detail(str(item.get("message", "")))
+            elif kind == "progress" and str(item.get("stage")).startswith("download "):
+                download = item  # a hub model being downloaded before training starts
+        if download is not None and not s.total_steps:
+            show_download(self.progress, self.progress_text, download)
+            if not self._replaying:
+                self.status.setText("Downloading the model before training…")
+            return
         self.progress.setValue(min(s.step, self.progress.maximum()))
         if last_step is not None:
             _, epoch, loss, _lr, _gn, tps, elapsed, eta = last_step.tolist()
