@@ -18,8 +18,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
-        description="Serve a model (with an optional adapter) over an OpenAI-compatible API: "
-        "GET /v1/models, POST /v1/chat/completions, POST /v1/completions.",
+        description="Serve a model (with an optional adapter) over an OpenAI-compatible API "
+        "(FastAPI on uvicorn): GET /v1/models, POST /v1/chat/completions, POST /v1/completions, "
+        "POST /v1/embeddings, GET /health. Greedy requests that arrive together are generated "
+        "as one batch.",
     )
     add_model_arguments(p)
     p.add_argument(

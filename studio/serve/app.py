@@ -116,7 +116,7 @@ class App:
             ws="none",
             lifespan="off",
             log_config=None,
-            access_log=False,
+            access_log=True,  # a line per request where logging is set up (the CLI)
             proxy_headers=False,
             server_header=False,
             backlog=BACKLOG,

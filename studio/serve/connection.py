@@ -108,6 +108,7 @@ class Connection(H11Protocol):
         super().__init__(*args, **kwargs)
         self.logger = _Log()
         self.limits = self.gate.limits
+        self.max_event = self.config.h11_max_incomplete_event_size
         self.head = bytearray()
         """The request head being read, before h11 is given it."""
         self.method = ""
@@ -147,6 +148,10 @@ class Connection(H11Protocol):
     def shutdown(self) -> None:
         if self.closing or self.head or self.cycle is None or self.cycle.response_complete:
             self.transport.close()
+        elif self.conn.their_state is h11.SEND_BODY and not self.cycle.response_started:
+            # Its body would keep the server waiting: answer now rather than at the timeout.
+            self._refuse(ApiError(503, "the server is shutting down", type="server_error"))
+            self.transport.close()  # no lingering: the server is going
         else:
             self.cycle.keep_alive = False  # closes once its answer is out
 
@@ -200,7 +205,16 @@ class Connection(H11Protocol):
         return None
 
     def on_response_complete(self) -> None:
+        # A request pipelined behind this one is read like any other (h11 would parse it
+        # from its own buffer, past the bounds): a fresh h11 connection, and the bytes anew.
+        pipelined = b""
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            pipelined = bytes(self.conn.trailing_data[0])
+            if pipelined:
+                self.conn = h11.Connection(h11.SERVER, self.max_event)
         super().on_response_complete()
+        if pipelined and not self.transport.is_closing():
+            self.data_received(pipelined)
         if self.peer_eof and (self.cycle is None or self.cycle.response_complete):
             self.transport.close()
 

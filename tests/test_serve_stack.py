@@ -1,0 +1,105 @@
+"""`studio serve` on uvicorn: one event loop serves everyone, slow clients included."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from studio.core.infer import load_chat_model
+from studio.serve import App, Limits
+from tests.serve_http import check_error, exchange, replies
+
+HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
+VALID = json.dumps({"model": "model", "messages": HELLO, "max_tokens": 2}).encode()
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model):
+    return load_chat_model(str(tiny_model))
+
+
+def get(port, path="/health"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_many_slow_clients_at_once_do_not_hold_up_the_others(chat_model):
+    """Sixteen clients trickle their headers a byte at a time; every other request is
+    still answered at once, and each slow one gets its 408 at the deadline."""
+    with App(chat_model, limits=Limits(request_timeout=1.5)).start(port=0) as app:
+        slow = []
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        start, worst = time.monotonic(), 0.0
+        while time.monotonic() - start < 1.0:
+            for s in slow:
+                s.sendall(b"X")
+            t = time.monotonic()
+            assert get(app.port)[0] == 200
+            worst = max(worst, time.monotonic() - t)
+            time.sleep(0.05)
+        assert worst < 0.5, worst
+        for s in slow:
+            data = b""
+            while part := s.recv(65536):
+                data += part
+            s.close()
+            [(status, headers, body)] = replies(data)
+            assert status == 408 and check_error(status, headers, body)["code"] == "request_timeout"
+        assert time.monotonic() - start < 5
+
+
+def test_pipelined_requests_are_answered_in_order(chat_model):
+    with App(chat_model).start(port=0) as app:
+        post = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {len(VALID)}\r\n\r\n".encode()
+            + VALID
+        )
+        data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post + b"GET /v1/nothing HTTP/1.1\r\n\r\n"
+        got = replies(exchange(app.port, data), "GET")
+        assert [status for status, _, _ in got] == [200, 200, 404]
+        assert json.loads(got[1][2])["object"] == "chat.completion"
+
+
+def test_http_1_0_is_answered_and_closed(chat_model):
+    with App(chat_model).start(port=0) as app:
+        sock = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        sock.sendall(b"GET /v1/models HTTP/1.0\r\n\r\n")  # no half-close: the server closes
+        data = b""
+        while part := sock.recv(65536):
+            data += part
+        sock.close()
+        [(status, _, body)] = replies(data)
+        assert status == 200 and json.loads(body)["object"] == "list"
+
+
+def test_stop_with_open_connections_leaves_nothing_running(chat_model):
+    before = set(threading.enumerate())
+    app = App(chat_model).start(port=0)
+    idle = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    idle.request("GET", "/health")
+    assert idle.getresponse().read()  # kept alive, idle
+    half = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+    half.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    time.sleep(0.1)
+    start = time.monotonic()
+    app.stop()
+    assert time.monotonic() - start < 3
+    assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    half.close()
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", app.port), timeout=1).close()
