@@ -240,9 +240,22 @@ def test_a_training_run_on_a_hub_id_downloads_first_with_byte_progress(served, t
 
     # Evaluating the run on another computer (an empty cache): its base downloads first.
     from studio.core.evaluate import EvalOptions, evaluate_events
+    from studio.core.train import CancelToken
 
     shutil.rmtree(tmp_path / "hf-cache")
     opts = EvalOptions(runs=[str(tmp_path / "run")], samples=0, device="cpu")
+    # Cancelled during the download: stopped as at any stage, no report.
+    served.slow = ("model.safetensors", 16 * 1024, 0.05)
+    cancel, events = CancelToken(), []
+    for event in evaluate_events(opts, cancel):
+        events.append(event)
+        if event.type == "progress" and event.stage.endswith("model.safetensors"):
+            cancel.cancel()
+    assert events[-1].type == "done" and events[-1].status == "stopped"
+    assert not (tmp_path / "run" / "eval").exists() or not any(
+        (tmp_path / "run" / "eval").iterdir()
+    )
+    served.slow = None
     events = list(evaluate_events(opts))
     assert events[-1].type == "done" and events[-1].status == "completed", events[-1]
     stages = [e.stage for e in events if e.type == "progress"]

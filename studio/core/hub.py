@@ -410,9 +410,13 @@ def download_model(
     )
     tracker.on_progress = on_progress
     finished = threading.Event()
-    if importlib.util.find_spec("hf_xet") is not None and cancel is not None:
+    if importlib.util.find_spec("hf_xet") is not None:
+        # Stopped by `cancel`, or by the caller's progress callback raising (workers.Cancelled).
+        def stopped() -> bool:
+            return cancelled() or tracker.callback_error is not None
+
         threading.Thread(
-            target=_abort_xet_when_cancelled, args=(cancelled, finished), daemon=True
+            target=_abort_xet_when_cancelled, args=(stopped, finished), daemon=True
         ).start()
     try:
         tracker.add(0, force=True)
