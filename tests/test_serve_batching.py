@@ -67,10 +67,13 @@ def together(server, chat_model, calls):
         try:
             futures = [pool.submit(c) for c in calls]
             deadline = time.monotonic() + 30
-            # One job is taken (its thread waits for the lock); the others are queued.
-            while engine.queue.qsize() < len(calls) - 1 and time.monotonic() < deadline:
+            # Every request submitted; one job taken (the thread waits for the lock), the
+            # others queued behind it.
+            while time.monotonic() < deadline and (
+                len(engine.active) < len(calls) or engine.queue.qsize() != len(calls) - 1
+            ):
                 time.sleep(0.01)
-            assert engine.queue.qsize() == len(calls) - 1
+            assert len(engine.active) == len(calls) and engine.queue.qsize() == len(calls) - 1
         finally:
             chat_model.lock.release()
         results = [f.result() for f in futures]
