@@ -127,7 +127,7 @@ def test_greedy_requests_arriving_together_are_one_batch_with_the_same_answers(
 
     results, batches = together(server, chat_model, [call(*c) for c in cases])
     assert batches == 1
-    for (i, max_tokens, stop, chat, _), (text, tokens) in zip(cases, results):
+    for (i, max_tokens, stop, chat, _), (text, tokens) in zip(cases, results, strict=True):
         want, gen = alone(chat_model, i, max_tokens, stop, chat)
         assert text == want, (i, text, want)
         assert tokens == gen.completion_tokens
@@ -204,7 +204,7 @@ def test_embeddings_with_the_openai_client(client, chat_model):
     r = client.embeddings.create(model="model", input=texts)  # the client asks for base64
     assert [d.index for d in r.data] == [0, 1] and r.model == "model"
     hidden = chat_model.model.config.hidden_size
-    for d, text in zip(r.data, texts):
+    for d, text in zip(r.data, texts, strict=True):
         assert len(d.embedding) == hidden
         assert d.embedding == pytest.approx(mean_hidden(chat_model, text), abs=1e-5)
     n = sum(len(chat_model.tokenizer(t)["input_ids"]) for t in texts)

@@ -68,7 +68,9 @@ def test_pipelined_requests_are_answered_in_order(chat_model):
             + f"Content-Length: {len(VALID)}\r\n\r\n".encode()
             + VALID
         )
-        data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post + b"GET /v1/nothing HTTP/1.1\r\n\r\n"
+        data = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post + b"GET /v1/nothing HTTP/1.1\r\n\r\n"
+        )
         got = replies(exchange(app.port, data), "GET")
         assert [status for status, _, _ in got] == [200, 200, 404]
         assert json.loads(got[1][2])["object"] == "chat.completion"
@@ -103,3 +105,13 @@ def test_stop_with_open_connections_leaves_nothing_running(chat_model):
     idle.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", app.port), timeout=1).close()
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout(chat_model):
+    with App(chat_model, limits=Limits(idle_timeout=0.5)).start(port=0) as app:
+        sock = socket.create_connection(("127.0.0.1", app.port), timeout=5)
+        start = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, with nothing said
+        assert 0.4 < time.monotonic() - start < 3
+        sock.close()
+        assert get(app.port, "/v1/models/")[0] == 200  # a trailing slash is the same path

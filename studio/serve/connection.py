@@ -126,6 +126,15 @@ class Connection(H11Protocol):
             log.info("refused a connection: %d connections already served", len(self.gate.served))
             self.transport.write(self.gate.busy)
             self._close_soon(REFUSED_LINGER_S)
+        else:
+            self._wait_idle()
+
+    def _wait_idle(self) -> None:
+        """uvicorn times idle connections out only after an answer; a new one too."""
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def connection_lost(self, exc) -> None:
         self.gate.served.discard(self)
@@ -230,7 +239,11 @@ class Connection(H11Protocol):
         self._refuse(bad_request(f"malformed request: {detail[:300]}"))
 
     def _check_request_done(self) -> None:
-        if self.deadline is not None and not self.head and self.conn.their_state is not h11.SEND_BODY:
+        if (
+            self.deadline is not None
+            and not self.head
+            and self.conn.their_state is not h11.SEND_BODY
+        ):
             self.deadline.cancel()
             self.deadline = None
 
@@ -254,6 +267,7 @@ class Connection(H11Protocol):
         if not self.head:
             data = data.lstrip(b"\r\n")  # blank lines before a request are allowed
             if not data:
+                self._wait_idle()
                 return
             self.deadline = self.loop.call_later(self.limits.request_timeout, self._timed_out)
             self.method = ""
@@ -276,12 +290,16 @@ class Connection(H11Protocol):
                 raise ApiError(414, f"the request line is longer than {MAX_LINE} bytes")
             return None
         self.method = buf[: min(line_end, 20)].split(b" ", 1)[0].decode("latin-1")
-        found = _BLANK_LINE.search(buf, line_end - 1 if line_end and buf[line_end - 1] == 13 else line_end)
+        found = _BLANK_LINE.search(
+            buf, line_end - 1 if line_end and buf[line_end - 1] == 13 else line_end
+        )
         end = found.end() if found else len(buf)
         headers = buf[line_end + 1 : end]
         if len(headers) > limit:
             raise ApiError(
-                431, f"the request headers are larger than {limit} bytes in all", code="headers_too_large"
+                431,
+                f"the request headers are larger than {limit} bytes in all",
+                code="headers_too_large",
             )
         if headers.count(b"\n") > MAX_HEADER_LINES + 1:
             raise ApiError(
@@ -301,7 +319,9 @@ class Connection(H11Protocol):
             if raw.strip():
                 name, sep, value = raw.partition(":")
                 if not sep:
-                    raise bad_request(f"malformed request: a header line has no colon: {raw[:100]!r}")
+                    raise bad_request(
+                        f"malformed request: a header line has no colon: {raw[:100]!r}"
+                    )
                 fields[name.strip()] = value.strip()
         body_length(fields, self.limits)  # refuses a body that cannot be read, before h11
         if version == (1, 1) and fields.get("Host") is None:

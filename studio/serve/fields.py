@@ -68,7 +68,10 @@ REFUSED_COMPLETION = {
 }
 
 REFUSED_EMBEDDINGS = {
-    "dimensions": ((), "the vectors have the model's hidden size; shortening them is not supported"),
+    "dimensions": (
+        (),
+        "the vectors have the model's hidden size; shortening them is not supported",
+    ),
 }
 EMBEDDINGS_IGNORED = {"user": IGNORED["user"]}
 

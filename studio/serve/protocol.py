@@ -270,7 +270,9 @@ def parse_embeddings(body) -> tuple[str, list[str], str]:
     if not (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)):
         raise bad_request("'input' must be a string or a non-empty list of strings", "input")
     if len(inputs) > MAX_INPUTS:
-        raise bad_request(f"'input' holds {len(inputs)} texts; at most {MAX_INPUTS} are taken", "input")
+        raise bad_request(
+            f"'input' holds {len(inputs)} texts; at most {MAX_INPUTS} are taken", "input"
+        )
     for i, t in enumerate(inputs):
         if not t:
             raise bad_request(f"input[{i}] is empty", "input")

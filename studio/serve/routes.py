@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -65,7 +65,9 @@ class Routes:
         self.app = app
         self.limits = app.limits
 
-    def build(self) -> FastAPI:
+    def build(self):
+        """The ASGI app: FastAPI's, with paths taken as the old server took them ("/v1/models/"
+        is "/v1/models")."""
         web = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
         web.add_api_route("/health", answers(self.health), methods=["GET"])
         web.add_api_route("/v1/models", answers(self.models), methods=["GET"])
@@ -74,7 +76,13 @@ class Routes:
         web.add_api_route("/v1/completions", answers(self.completion), methods=["POST"])
         web.add_api_route("/v1/embeddings", answers(self.embeddings), methods=["POST"])
         web.add_exception_handler(HTTPException, self.not_routed)
-        return web
+
+        async def asgi(scope, receive, send):
+            if scope["type"] == "http":
+                scope["path"] = scope["path"].rstrip("/") or "/"
+            await web(scope, receive, send)
+
+        return asgi
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -92,7 +100,9 @@ class Routes:
                 )
             )
         if exc.status_code == 404:
-            return error_response(api.ApiError(404, f"no route {method[:20]} {shown}", code="not_found"))
+            return error_response(
+                api.ApiError(404, f"no route {method[:20]} {shown}", code="not_found")
+            )
         return error_response(api.ApiError(exc.status_code, str(exc.detail)))
 
     def authorize(self, request: Request) -> None:
@@ -140,7 +150,9 @@ class Routes:
     async def models(self, request: Request) -> Response:
         self.authorize(request)
         app = self.app
-        return json_response({"object": "list", "data": [api.model_object(app.model_id, app.created)]})
+        return json_response(
+            {"object": "list", "data": [api.model_object(app.model_id, app.created)]}
+        )
 
     async def model(self, request: Request) -> Response:
         self.authorize(request)
@@ -169,7 +181,9 @@ class Routes:
         finally:
             watcher.cancel()
             self.app.engine.done(job)
-        return json_response(api.embeddings_response(self.app.model_id, job.vectors, job.tokens, encoding))
+        return json_response(
+            api.embeddings_response(self.app.model_id, job.vectors, job.tokens, encoding)
+        )
 
     async def answer(self, request: Request, job: Job, prefix: str) -> Response:
         req, app = job.request, self.app

@@ -127,7 +127,9 @@ def load(port, clients: int, per_client: int, tokens: int) -> dict:
         "ok": len(ok),
         "lost": len(results) - len(ok),
         "p50": statistics.median(latencies) if latencies else None,
-        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        if latencies
+        else None,
         "rps": len(ok) / wall,
         "tps": sum(r[2] for r in ok) / wall,
         "wall": wall,
