@@ -187,6 +187,31 @@ def test_a_batched_client_leaving_frees_its_row(server, chat_model):
         chat_model.stop_ids = saved
 
 
+def test_a_batch_too_big_for_memory_is_answered_one_at_a_time(
+    server, client, chat_model, monkeypatch
+):
+    def no_room(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(chat_model.model, "generate", no_room, raising=False)
+
+    def ask(i):
+        return lambda: (
+            client.chat.completions.create(
+                model="model",
+                messages=[{"role": "user", "content": PROMPTS[i]}],
+                temperature=0,
+                max_tokens=8,
+            )
+            .choices[0]
+            .message.content
+        )
+
+    results, batches = together(server, chat_model, [ask(0), ask(1), ask(2)])
+    assert batches == 1
+    assert results == [alone(chat_model, i, 8)[0] for i in range(3)]
+
+
 # ----------------------------------------------------------------------------- embeddings
 
 

@@ -18,6 +18,10 @@ import time
 
 import uvicorn
 
+# Named to uvicorn by string below; imported here too so a bundler (PyInstaller) sees them.
+import uvicorn.lifespan.off  # noqa: F401
+import uvicorn.loops.asyncio  # noqa: F401
+
 from studio.core.errors import StudioError
 from studio.serve import protocol as api
 from studio.serve.connection import MAX_LINE, Connection, Gate
@@ -114,6 +118,7 @@ class App:
             Routes(self).build(),
             http=type("Connection", (Connection,), {"gate": gate}),
             ws="none",
+            loop="asyncio",  # the transports connection.py was written against, uvloop or not
             lifespan="off",
             log_config=None,
             access_log=True,  # a line per request where logging is set up (the CLI)

@@ -51,6 +51,8 @@ class Job:
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancel = CancelToken()
         self.gen = None
+        self.ready = False
+        """Whether ("ready",) was posted: the prompt is accepted and the answer under way."""
         self.vectors: list[list[float]] = []
         self.tokens = 0
 
@@ -215,7 +217,9 @@ class Engine:
         if job.kind == "embed":
             self._embed(job)
             return
-        job.post("ready")
+        if not job.ready:
+            job.ready = True
+            job.post("ready")
         try:
             for piece in job.gen:
                 if job.stream:
@@ -264,6 +268,7 @@ class Engine:
         )
         self.batches += 1
         for job in jobs:
+            job.ready = True
             job.post("ready")
         # generate fills what a config leaves unset from the model's own (its EOS would stop
         # rows behind their backs): for the batch, the model has no defaults but these.
@@ -279,11 +284,21 @@ class Engine:
                     stopping_criteria=StoppingCriteriaList([rows]),
                 )
         except Exception as e:
+            if "out of memory" in str(e).lower() and not any(j.gen.completion_ids for j in jobs):
+                # Too big a batch for the device: nothing is lost yet, so each goes alone.
+                log.warning(
+                    "a batch of %d did not fit in memory; answering one at a time", len(jobs)
+                )
+                base.generation_config = saved
+                _free_device_memory()
+                for job in jobs:
+                    self._alone(job)
+                return
             log.exception("generating a batch failed")
             rows.fail(api.ApiError(500, f"internal error: {e}", type="server_error"))
         finally:
             base.generation_config = saved
-            rows.finish(time.perf_counter() - start)
+        rows.finish(time.perf_counter() - start)
 
     # -- embeddings ----------------------------------------------------------------------
 
@@ -333,6 +348,13 @@ class Engine:
             job.post("error", api.ApiError(500, f"internal error: {e}", type="server_error"))
             return
         job.post("end")
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class Rows:
