@@ -145,6 +145,7 @@ class ModelPage(QWidget):
         self._shown = None  # the ModelInfo on show
         self._download_task = None
         self._download_stop: threading.Event | None = None
+        self._download_source = ""
         run_task(
             self,
             model_info.list_cached_models,
@@ -256,6 +257,7 @@ class ModelPage(QWidget):
         self.error.hide()
         model = self.state.config.model
         self._download_stop = threading.Event()
+        self._download_source = source
         self._download_task = run_task(
             self,
             _download,
@@ -308,7 +310,8 @@ class ModelPage(QWidget):
             on_done=self._cache_listed,
             on_error=self._cache_failed,
         )
-        self.load()  # its details, from the cache now
+        if self.source.text().strip() == self._download_source:
+            self.load()  # its details, from the cache now (unless another model was chosen)
 
     def _download_failed(self, error) -> None:
         self._download_ended()
