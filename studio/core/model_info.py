@@ -106,7 +106,8 @@ def resolve_model_dir(path_or_id: str, *, allow_network: bool = False) -> Path:
         return Path(cached).parent
     if not allow_network:
         raise ModelError(
-            f"{path_or_id} is not in the local Hugging Face cache; fetch its details to download them."
+            f"{path_or_id} is not in the local Hugging Face cache yet, so its details come once it "
+            "is fetched (the Model page's Fetch from hub or Download; a run downloads it first)."
         )
     try:
         config = hf_hub_download(path_or_id, "config.json")
