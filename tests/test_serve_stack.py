@@ -115,3 +115,34 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(chat_model):
         assert 0.4 < time.monotonic() - start < 3
         sock.close()
         assert get(app.port, "/v1/models/")[0] == 200  # a trailing slash is the same path
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(chat_model):
+    """A big answer (2048 embeddings, ~3 MB of JSON) to a client that never reads: once
+    nothing has left the buffer for request_timeout, the connection is dropped."""
+    with App(chat_model, limits=Limits(request_timeout=1.0)).start(port=0) as app:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", app.port))
+        connections = app._server.server_state.connections
+        deadline = time.monotonic() + 5
+        while not connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [conn] = connections  # the kernel holds little of the answer: the rest stays queued
+        conn.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        body = json.dumps(
+            {"model": "model", "input": ["hello world"] * 2048, "encoding_format": "float"}
+        ).encode()
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 30
+        while connections and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not connections  # dropped, while the client still has not read a byte
+        assert get(app.port)[0] == 200
+        sock.close()

@@ -117,6 +117,7 @@ class Connection(H11Protocol):
         self.peer_eof = False
         self.deadline = None
         self.closer = None
+        self.stall = None
 
     # -- the connection ------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class Connection(H11Protocol):
 
     def connection_lost(self, exc) -> None:
         self.gate.served.discard(self)
-        for timer in (self.deadline, self.closer):
+        for timer in (self.deadline, self.closer, self.stall):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -226,6 +227,22 @@ class Connection(H11Protocol):
             self.data_received(pipelined)
         if self.peer_eof and (self.cycle is None or self.cycle.response_complete):
             self.transport.close()
+        buffered = self.transport.get_write_buffer_size()
+        if buffered and self.stall is None and not self.transport.is_closing():
+            self.stall = self.loop.call_later(self.limits.request_timeout, self._stalled, buffered)
+
+    def _stalled(self, before: int) -> None:
+        """Drop a client that stopped reading its answer: none of what was buffered left in
+        `request_timeout` (a slow reader that keeps reading is left alone)."""
+        self.stall = None
+        left = self.transport.get_write_buffer_size()
+        if self.transport.is_closing() or not left:
+            return
+        if left >= before:
+            log.info("dropped a client that stopped reading its answer")
+            self.transport.abort()
+            return
+        self.stall = self.loop.call_later(self.limits.request_timeout, self._stalled, left)
 
     def handle_events(self) -> None:
         super().handle_events()
