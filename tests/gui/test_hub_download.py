@@ -78,12 +78,14 @@ def test_model_page_download_shows_the_bytes_cancels_and_resumes(qtbot, served):
     page.source.setText(REPO)
     page.download_button.click()
     assert page.download_cancel.isVisible() and not page.download_button.isEnabled()
+    assert page.state.job == f"Downloading {REPO}"  # the status bar says it
 
     values = _moving(qtbot, page.download_bar, page.download_label.text)
     assert values == sorted(values) and values[-1] < 1000
     page.download_cancel.click()
     assert "Download cancelled" in page.download_label.text()
     assert page.download_button.isEnabled() and not page.download_cancel.isVisible()
+    assert page.state.job == ""
     qtbot.waitUntil(lambda: not workers.live_tasks(), timeout=1500)
 
     served.slow = None

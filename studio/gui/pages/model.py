@@ -144,6 +144,7 @@ class ModelPage(QWidget):
         state.model_changed.connect(self._model_changed)
         self._shown = None  # the ModelInfo on show
         self._download_task = None
+        self._previous_job = ""
         self._download_stop: threading.Event | None = None
         self._download_source = ""
         run_task(
@@ -274,6 +275,8 @@ class ModelPage(QWidget):
         for w in (self.download_bar, self.download_label, self.download_cancel):
             w.show()
         self.download_button.setEnabled(False)
+        self._previous_job = self.state.job  # a training run may be going: it is said again after
+        self.state.set_job(f"Downloading {source}")
 
     def _download_progress(self, _kind, p) -> None:
         if self._download_task is None:  # a late report of a cancelled download
@@ -297,6 +300,7 @@ class ModelPage(QWidget):
 
     def _download_ended(self) -> None:
         self._download_task = None
+        self.state.set_job(self._previous_job)
         self.download_bar.hide()
         self.download_cancel.hide()
         self.download_button.setEnabled(True)
