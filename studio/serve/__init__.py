@@ -7,6 +7,9 @@
 `app.start(port=0)` serves on a background thread instead (`app.port`, `app.url`), and
 `app.stop()` ends it. `limits=Limits(...)` changes what one request may cost (body size,
 connections, timeouts...). torch is loaded by `create_app`, not by importing this package.
+
+A FastAPI app (routes.py) on uvicorn, held to `Limits` on the wire (connection.py), with
+generation on one thread that batches greedy requests arriving together (engine.py).
 """
 
 from __future__ import annotations
