@@ -228,7 +228,7 @@ class Connection(H11Protocol):
         if self.peer_eof and (self.cycle is None or self.cycle.response_complete):
             self.transport.close()
         buffered = self.transport.get_write_buffer_size()
-        if buffered and self.stall is None and not self.transport.is_closing():
+        if buffered and self.stall is None:  # closing too: close() waits for the flush
             self.stall = self.loop.call_later(self.limits.request_timeout, self._stalled, buffered)
 
     def _stalled(self, before: int) -> None:
@@ -236,7 +236,7 @@ class Connection(H11Protocol):
         `request_timeout` (a slow reader that keeps reading is left alone)."""
         self.stall = None
         left = self.transport.get_write_buffer_size()
-        if self.transport.is_closing() or not left:
+        if not left:
             return
         if left >= before:
             log.info("dropped a client that stopped reading its answer")
@@ -289,6 +289,8 @@ class Connection(H11Protocol):
             self.deadline = self.loop.call_later(self.limits.request_timeout, self._timed_out)
             self.method = ""
         self.head += data
+        if b"\n" not in data and len(self.head) <= min(MAX_LINE, self.limits.max_header_bytes):
+            return  # no line has ended and no bound is passed: nothing to decide (a trickle)
         try:
             head = self._complete_head()
         except ApiError as e:
