@@ -146,3 +146,41 @@ def test_a_client_that_stops_reading_its_answer_is_dropped(chat_model):
         assert not connections  # dropped, while the client still has not read a byte
         assert get(app.port)[0] == 200
         sock.close()
+
+
+def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(chat_model):
+    with App(chat_model, limits=Limits(request_timeout=1.0)).start(port=0) as app:
+        saved, chat_model.stop_ids = chat_model.stop_ids, set()  # a long answer, no EOS
+        try:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", app.port))
+            connections = app._server.server_state.connections
+            deadline = time.monotonic() + 5
+            while not connections and time.monotonic() < deadline:
+                time.sleep(0.01)
+            [conn] = connections
+            conn.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+            )
+            body = json.dumps(
+                {"model": "model", "messages": HELLO, "max_tokens": 900, "stream": True}
+            ).encode()
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 60
+            while connections and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not connections  # dropped, not a byte read
+            assert not app.engine.active  # its answer was stopped
+            start = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+            conn.request("POST", "/v1/chat/completions", VALID)
+            assert conn.getresponse().status == 200 and time.monotonic() - start < 5
+            conn.close()
+            sock.close()
+        finally:
+            chat_model.stop_ids = saved
