@@ -149,6 +149,7 @@ def weight_files(repo_id: str, names, allow_pickle: bool, read_index) -> list[st
 
 def _complete(folder: Path, weights: bool, allow_pickle: bool, trust_remote_code: bool) -> bool:
     """Whether a snapshot folder holds all the loader reads (no network)."""
+    from studio.core.model_info import read_json_object
     from studio.core.models import TOKENIZER_FILES
 
     if not (folder / "config.json").is_file():
@@ -156,7 +157,7 @@ def _complete(folder: Path, weights: bool, allow_pickle: bool, trust_remote_code
     if not any((folder / n).is_file() for n in TOKENIZER_FILES):
         return False
     if trust_remote_code:
-        auto_map = _read_json(folder / "config.json").get("auto_map")
+        auto_map = read_json_object(folder / "config.json").get("auto_map")
         refs = auto_map.values() if isinstance(auto_map, dict) else ()
         for ref in refs:
             for r in ref if isinstance(ref, list) else [ref]:
@@ -171,14 +172,6 @@ def _complete(folder: Path, weights: bool, allow_pickle: bool, trust_remote_code
     except ModelError:
         return False
     return all((folder / n).is_file() for n in wanted)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def cached_snapshot(

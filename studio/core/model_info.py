@@ -75,7 +75,7 @@ class CachedModel:
     size_bytes: int
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     """The JSON object in `path`, or {} when there is none (missing, damaged, not an object)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -202,10 +202,10 @@ def read_model_info(
 ) -> ModelInfo:
     """Facts about a model from its files; never loads weights. Raises ModelError."""
     folder = resolve_model_dir(path_or_id, allow_network=allow_network)
-    cfg = _read_json(folder / "config.json")
+    cfg = read_json_object(folder / "config.json")
     if not cfg:
         raise ModelError(f"{folder / 'config.json'} is not valid JSON (or not a JSON object).")
-    tok_cfg = _read_json(folder / "tokenizer_config.json")
+    tok_cfg = read_json_object(folder / "tokenizer_config.json")
     has_template = bool(
         tok_cfg.get("chat_template")
         or (folder / "chat_template.jinja").is_file()

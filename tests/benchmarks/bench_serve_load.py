@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks._common import ROOT, busy_cpu_s, fmt  # noqa: E402
-from tests.serve_http import replies  # noqa: E402
+from tests.benchmarks.bench_serve_soak import trickle as trickle_headers  # noqa: E402
 
 REQUEST_TIMEOUT = 3.0
 PROMPTS = [
@@ -177,27 +176,7 @@ def slowloris(port, slow: int) -> dict:
     answers: list[int | None] = []
 
     def trickle():
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        received = b""
-        try:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-            sock.settimeout(0.2)
-            deadline = time.monotonic() + 3 * REQUEST_TIMEOUT
-            while not received and time.monotonic() < deadline:
-                try:
-                    sock.sendall(b"X")
-                    received = sock.recv(65536)
-                except TimeoutError:
-                    pass
-            sock.settimeout(10)
-            while part := sock.recv(65536):
-                received += part
-        except OSError:
-            pass
-        finally:
-            sock.close()
-        got = replies(received) if received else []
-        answers.append(got[0][0] if got else None)
+        answers.append(trickle_headers(port, REQUEST_TIMEOUT))
 
     threads = [threading.Thread(target=trickle) for _ in range(slow)]
     start = time.monotonic()

@@ -97,14 +97,14 @@ def chat(port, **extra):
     )
 
 
-def trickle(port):
-    """A slowloris: one byte at a time, never finishing the headers."""
+def trickle(port, request_timeout=REQUEST_TIMEOUT):
+    """A slowloris: one byte at a time, never finishing the headers; the status it was given."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     received = b""
     try:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
         sock.settimeout(0.2)
-        deadline = time.monotonic() + 3 * REQUEST_TIMEOUT
+        deadline = time.monotonic() + 3 * request_timeout
         while not received and time.monotonic() < deadline:
             try:
                 sock.sendall(b"X")
