@@ -244,7 +244,8 @@ def _free(chat) -> None:
 
     chat.close()
     chat.shared = None
-    gc.collect()
+    if gc.isenabled():  # off in the app: it collects on its GUI thread (gui/workers.py)
+        gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

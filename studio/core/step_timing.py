@@ -140,7 +140,8 @@ def measure_step(cfg: RunConfig, row_len: int, progress=None) -> tuple[float, fl
             report(2 + min(i, 1), 4)
     finally:
         del model, loaded, optimizer, batch, loss_fn
-        gc.collect()
+        if gc.isenabled():  # off in the app: it collects on its GUI thread (gui/workers.py)
+            gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
     report(4, 4)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None, *, smoke: bool = False, project: str | N
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
-    from studio.gui import theme
+    from studio.gui import theme, workers
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
         Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None, *, smoke: bool = False, project: str | N
     app.setOrganizationName("Studio")
     set_desktop_identity(app)
     theme.apply_scheme(app)
+    workers.collect_garbage_in_gui_thread()
+    workers.collect_garbage_in_gui_thread()
 
     from studio.gui.main_window import MainWindow
 

@@ -8,14 +8,52 @@ can wait for all of them before quitting: no thread is left running.
 
 from __future__ import annotations
 
+import gc
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 _live: set[Task] = set()
+_collector = None
+
+
+def collect_garbage_in_gui_thread() -> None:
+    """From now on, Python's cycle collector runs only on the GUI thread, on a timer.
+
+    Left automatic, a collection starts on whichever thread happens to allocate, a worker's
+    included; when it finalises a Qt object there, ~QObject takes Qt's lock and waits for the
+    GIL while the GUI thread holds the GIL and waits for that lock: the window froze for good
+    (seen in the tests, a step-time estimate on a worker as the Data page drew its histogram).
+    So automatic collection is turned off and a QTimer in the GUI thread collects at the
+    thresholds Python would use: pyqtgraph's GarbageCollector does the same, but importing
+    pyqtgraph costs 0.6 s before the window's first paint. Called before any worker starts.
+    """
+    global _collector
+    if _collector is None:
+        _collector = QTimer()
+        _collector.timeout.connect(_collect)
+        _collector.start(500)
+        gc.disable()
+
+
+def _collect() -> None:
+    young, middle, old = gc.get_count()
+    first, second, third = gc.get_threshold()
+    if young > first:
+        generation = 2 if middle > second and old > third else 1 if middle > second else 0
+        gc.collect(generation)
+
+
+def automatic_garbage_collection() -> None:
+    """Undo collect_garbage_in_gui_thread (the tests, between one and the next)."""
+    global _collector
+    if _collector is not None:
+        _collector.stop()
+        _collector = None
+        gc.enable()
 
 
 class Cancelled(Exception):
@@ -79,6 +117,7 @@ def run_task(
     When on_progress is given, fn also receives `progress=callable(done, total)`; calling it
     after `task.cancel()` raises `Cancelled` inside fn, which ends the task quietly.
     """
+    collect_garbage_in_gui_thread()
     task = Task(fn, args, kwargs, with_progress=on_progress is not None)
     queued = Qt.ConnectionType.QueuedConnection
     if on_done is not None:

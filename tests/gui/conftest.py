@@ -19,6 +19,7 @@ def studio_home(tmp_path, monkeypatch):
 
     assert workers.wait_all(60000), "a worker thread did not finish"
     assert workers.live_tasks() == []
+    workers.automatic_garbage_collection()  # the tests after this one may have no event loop
 
 
 @pytest.fixture(autouse=True)

@@ -516,15 +516,16 @@ def load_dataset(
             if not n & 2047:
                 pause()
     finally:
+        # After a big import, the collector's next passes would scan every new record (about
+        # 0.1 s a pass per 200,000 records, GIL held: the app's window freezes), whichever
+        # thread collects (the app's GUI thread does). gc.freeze() moves everything that exists
+        # now out of its reach instead. The cost: cyclic garbage existing now is never
+        # collected (acyclic objects, records included, are still freed by reference counting).
+        # So freeze only when the import is big enough for the stall to show; a small one
+        # costs the collector a few milliseconds.
+        if len(records) + len(problems) >= _FREEZE_MIN:
+            gc.freeze()
         if gc_was_enabled:
-            # After a big import, the collector's next passes would scan every new record
-            # (about 0.1 s a pass per 200,000 records, GIL held: the app's window freezes).
-            # gc.freeze() moves everything that exists now out of its reach instead. The cost:
-            # cyclic garbage existing now is never collected (acyclic objects, records included,
-            # are still freed by reference counting). So freeze only when the import is big
-            # enough for the stall to show; a small one costs the collector a few milliseconds.
-            if len(records) + len(problems) >= _FREEZE_MIN:
-                gc.freeze()
             gc.enable()
 
     if not records:

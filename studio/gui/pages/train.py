@@ -31,7 +31,7 @@ from studio.core import runs
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
 from studio.core.step_timing import in_words
-from studio.gui import run_launcher, theme
+from studio.gui import run_launcher, theme, workers
 from studio.gui.after_run_view import AfterRunView
 from studio.gui.download_view import show_download
 from studio.gui.run_history import RunHistory
@@ -258,6 +258,7 @@ class TrainPage(QWidget):
             self.state.set_job(f"Training {run_dir.name}")
         else:
             self.status.setText("Reading the run…")
+        workers.collect_garbage_in_gui_thread()
         self.worker = RunWorker(run_dir, run)
         self._replaying = True
         self.worker.events_read.connect(self._events_read)
