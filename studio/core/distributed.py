@@ -84,6 +84,20 @@ class World:
         feedback = os.environ.get("STUDIO_NO_ERROR_FEEDBACK") != "1"  # benchmarks only
         return ddp, comp.register(ddp, compression, error_feedback=feedback)
 
+    def leave_together(self) -> None:
+        """Wait for every rank at the end of a run, before the process group is torn down.
+
+        The other ranks have nothing to save and reached their teardown while rank 0 still
+        wrote the adapter; once, in a full test run, rank 1 was then killed by SIGABRT at exit
+        (a completed run reported failed). After the barrier every collective has finished on
+        every rank, and they tear down together. Stopping is agreed at a step (an all-reduce),
+        so every rank of a run that ends without an error reaches this."""
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+
     def close(self) -> None:
         if self.size > 1:
             import torch.distributed as dist

@@ -205,6 +205,7 @@ def train(
     world = init_world(cfg.model.device)
     try:
         yield from _train(cfg, resume, cancel or CancelToken(), world)
+        world.leave_together()  # not on an error: a failed rank is ended by torchrun
     finally:
         world.close()
 
