@@ -114,3 +114,28 @@ def test_the_train_page_button_opens_the_run_and_its_past_report(qtbot, window, 
     html = page.table.toHtml()
     assert "0.700" in html and "&lt;b&gt;ramble&lt;/b&gt;" in html  # answers are text
     assert page.past_box.count() == 1 and page.past_box.currentText() == "earlier"
+
+
+def test_a_run_finished_while_the_page_was_away_is_listed_when_it_shows(
+    qtbot, window, page, project, base_model
+):
+    from PySide6.QtCore import Qt
+
+    window.state.set_project(project)
+    window.show_page("Evaluate")
+    qtbot.waitUntil(
+        lambda: page.run_list.count() == 0 and not page.message.text().startswith("Cannot")
+    )
+    first = make_run(project.runs_dir, base_model, name="first")
+    (first / "events.jsonl").write_text('{"type": "done", "step": 4, "status": "completed"}\n')
+    window.show_page("Export")
+    window.show_page("Evaluate")
+    qtbot.waitUntil(lambda: page.run_list.count() == 1, timeout=10000)
+    page.run_list.item(0).setCheckState(Qt.CheckState.Checked)
+    # Another run from a terminal: listed on the next show, the one chosen still chosen.
+    second = make_run(project.runs_dir, base_model, name="second")
+    (second / "events.jsonl").write_text('{"type": "done", "step": 4, "status": "completed"}\n')
+    window.show_page("Export")
+    window.show_page("Evaluate")
+    qtbot.waitUntil(lambda: page.run_list.count() == 2, timeout=10000)
+    assert page.chosen_runs() == [str(first)]

@@ -202,6 +202,11 @@ class EvaluatePage(QWidget):
             on_error=lambda e: self.message.setText(f"Cannot list the runs: {e}"),
         )
 
+    def showEvent(self, event) -> None:
+        if self.job is None:
+            self.refresh_runs()  # runs may have ended (or come from a terminal) since
+        super().showEvent(event)
+
     def _runs_listed(self, rows) -> None:
         self.run_list.blockSignals(True)
         self.run_list.clear()
