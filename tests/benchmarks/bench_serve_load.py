@@ -25,9 +25,7 @@ import argparse
 import http.client
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +36,8 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks._common import ROOT, busy_cpu_s, fmt  # noqa: E402
+from tests.benchmarks._common import busy_cpu_s, fmt  # noqa: E402
+from tests.benchmarks.bench_serve_soak import start_server  # noqa: E402
 from tests.benchmarks.bench_serve_soak import trickle as trickle_headers  # noqa: E402
 
 REQUEST_TIMEOUT = 3.0
@@ -52,22 +51,6 @@ PROMPTS = [
     "What is two plus two?",
     "Tell me a short story about a cat.",
 ]
-
-
-def start_server(model_dir: Path) -> tuple[subprocess.Popen, int]:
-    cmd = [
-        sys.executable, "-m", "studio", "serve", "--model", str(model_dir), "--port", "0",
-        "--request-timeout", str(REQUEST_TIMEOUT),
-    ]  # fmt: skip
-    env = {**os.environ, "STUDIO_API_KEY": ""}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-    )
-    for line in proc.stderr:
-        if m := re.search(r"at http://127\.0\.0\.1:(\d+)/v1", line):
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, int(m.group(1))
-    raise SystemExit(f"studio serve did not start (exit {proc.wait()})")
 
 
 def ask(conn: http.client.HTTPConnection, i: int, tokens: int, stream: bool = False):
@@ -214,7 +197,7 @@ def main() -> int:
         heads=8,
         kv_heads=4,
     )
-    proc, port = start_server(model_dir)
+    proc, port = start_server(model_dir, "--request-timeout", str(REQUEST_TIMEOUT))
     try:
         conn = connection(port)  # warm-up: the first steps pay for lazy set-up
         for i in range(3):

@@ -186,11 +186,10 @@ MIX = {
 # ----------------------------------------------------------------------------- the run
 
 
-def start_server(model_dir: Path) -> tuple[subprocess.Popen, int]:
-    cmd = [
-        sys.executable, "-m", "studio", "serve", "--model", str(model_dir), "--port", "0",
-        "--max-body-mb", str(MAX_BODY_MB), "--request-timeout", str(REQUEST_TIMEOUT),
-    ]  # fmt: skip
+def start_server(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, int]:
+    """`studio serve` in a child process on a free port, with these flags: (process, port)."""
+    cmd = [sys.executable, "-m", "studio", "serve", "--model", str(model_dir), "--port", "0"]
+    cmd += flags
     env = {**os.environ, "STUDIO_API_KEY": ""}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
@@ -214,7 +213,9 @@ def main() -> int:
 
     tmp = tempfile.TemporaryDirectory()
     model_dir = build_model(Path(tmp.name) / "model")
-    proc, port = start_server(model_dir)
+    proc, port = start_server(
+        model_dir, "--max-body-mb", str(MAX_BODY_MB), "--request-timeout", str(REQUEST_TIMEOUT)
+    )
     try:
         rng = random.Random(args.seed)
         kinds = [k for k, (w, _) in MIX.items() for _ in range(w)]
