@@ -149,23 +149,16 @@ def safetensors_header(path: Path) -> dict:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The model's safetensors files: those its index names, else model.safetensors, else any
-    (a repository may also ship another copy, e.g. Mistral's consolidated.safetensors)."""
+    """The model's safetensors files, picked as for a download (hub.weight_files): those its
+    index names, else model.safetensors, else any (a repository may also ship another copy,
+    e.g. Mistral's consolidated.safetensors); [] when it has none."""
+    from studio.core import hub
+
     folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(
-                set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-            )
-            files = [folder / n for n in names]
-            if files and all(f.is_file() for f in files):
-                return files
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    return sorted(folder.glob("*.safetensors"))
+    names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    if not any(n.endswith(".safetensors") for n in names):
+        return []
+    return [folder / n for n in hub.weight_files(folder.name, names, False, lambda n: folder / n)]
 
 
 def _count_safetensors(folder: Path) -> tuple[int, int]:

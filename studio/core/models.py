@@ -15,6 +15,7 @@ from pathlib import Path
 
 from studio.core.config import ModelConfig
 from studio.core.errors import ModelError
+from studio.core.hub import PICKLE_SUFFIXES
 
 LOAD_LOCK = threading.Lock()
 """Held around every from_pretrained of a model (see load_model)."""
@@ -49,7 +50,7 @@ def check_local_folder(path: str, allow_pickle: bool = False) -> Path:
         )
     names = {p.name for p in folder.iterdir()}
     has_safetensors = any(n.endswith(".safetensors") for n in names)
-    has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in names)
+    has_pickle = any(n.endswith(PICKLE_SUFFIXES) for n in names)
     if not has_safetensors:
         if has_pickle and not allow_pickle:
             raise ModelError(
