@@ -117,29 +117,31 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(chat_model):
         assert get(app.port, "/v1/models/")[0] == 200  # a trailing slash is the same path
 
 
+def _ask_and_never_read(app, path: str, body: dict):
+    """A client with tiny buffers on both ends sends one request and never reads: the kernel
+    holds little of the answer, the rest stays queued in the server. (socket, the server's
+    open connections)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", app.port))
+    connections = app._server.server_state.connections
+    deadline = time.monotonic() + 5
+    while not connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [conn] = connections
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+    sock.sendall(head.encode() + data)
+    return sock, connections
+
+
 def test_a_client_that_stops_reading_its_answer_is_dropped(chat_model):
     """A big answer (2048 embeddings, ~3 MB of JSON) to a client that never reads: once
     nothing has left the buffer for request_timeout, the connection is dropped."""
     with App(chat_model, limits=Limits(request_timeout=1.0)).start(port=0) as app:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", app.port))
-        connections = app._server.server_state.connections
-        deadline = time.monotonic() + 5
-        while not connections and time.monotonic() < deadline:
-            time.sleep(0.01)
-        [conn] = connections  # the kernel holds little of the answer: the rest stays queued
-        conn.transport.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
-        )
-        body = json.dumps(
-            {"model": "model", "input": ["hello world"] * 2048, "encoding_format": "float"}
-        ).encode()
-        sock.sendall(
-            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        body = {"model": "model", "input": ["hello world"] * 2048, "encoding_format": "float"}
+        sock, connections = _ask_and_never_read(app, "/v1/embeddings", body)
         deadline = time.monotonic() + 30
         while connections and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -152,25 +154,8 @@ def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(cha
     with App(chat_model, limits=Limits(request_timeout=1.0)).start(port=0) as app:
         saved, chat_model.stop_ids = chat_model.stop_ids, set()  # a long answer, no EOS
         try:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", app.port))
-            connections = app._server.server_state.connections
-            deadline = time.monotonic() + 5
-            while not connections and time.monotonic() < deadline:
-                time.sleep(0.01)
-            [conn] = connections
-            conn.transport.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
-            )
-            body = json.dumps(
-                {"model": "model", "messages": HELLO, "max_tokens": 900, "stream": True}
-            ).encode()
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
+            body = {"model": "model", "messages": HELLO, "max_tokens": 900, "stream": True}
+            sock, connections = _ask_and_never_read(app, "/v1/chat/completions", body)
             deadline = time.monotonic() + 60
             while connections and time.monotonic() < deadline:
                 time.sleep(0.1)
